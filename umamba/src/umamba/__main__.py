@@ -1,0 +1,3 @@
+from umamba.cli import main
+
+raise SystemExit(main())
