@@ -1,0 +1,170 @@
+"""`selective_scan`: one function, several backends (mamba-ssm `selective_scan_fn` semantics).
+
+Shapes (b batch, d channels, l length, n state size):
+    u, delta, z: (b, d, l)   A: (d, n) real   B, C: (b, n, l)   D, delta_bias: (d,)   -> y: (b, d, l), u's dtype
+    Δ = softplus(delta + delta_bias) (softplus only with delta_softplus)
+    h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t u_t ,  h_{-1} = 0        (per b, d; h_t has n entries)
+    y_t = C_t·h_t + D u_t ;  y = y ⊙ SiLU(z)
+
+Backends:
+    portable  pure PyTorch, autograd, any device, streams over l (scan_portable.py)
+    cuda      mamba-ssm's compiled selective_scan_cuda, only if it imports (scan_cuda.py)
+    numba     CPU inference fast path (no autograd), only if numba imports (scan_numba.py)
+    triton    umamba.mamba.scan_triton (GPU, optional)
+    auto      see `_auto_backend`
+The environment variable UMAMBA_SCAN_BACKEND overrides `auto`; an explicit `backend=` argument overrides both.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+import torch
+
+from umamba.errors import UserError
+
+BACKENDS = ("portable", "cuda", "numba", "triton")
+ENV_VAR = "UMAMBA_SCAN_BACKEND"
+
+
+# ----------------------------------------------------------------------------------------------- availability
+def _cuda_available() -> bool:
+    from umamba.mamba import scan_cuda
+    return scan_cuda.is_available()
+
+
+def _numba_available() -> bool:
+    from umamba.mamba import scan_numba
+    return scan_numba.is_available()
+
+
+def _triton_module():
+    """umamba.mamba.scan_triton when it exists and imports, else None."""
+    try:
+        if importlib.util.find_spec("umamba.mamba.scan_triton") is None:
+            return None
+        return importlib.import_module("umamba.mamba.scan_triton")
+    except Exception:
+        return None
+
+
+def _triton_available() -> bool:
+    return _triton_module() is not None and importlib.util.find_spec("triton") is not None
+
+
+def available_backends() -> dict[str, bool]:
+    """{backend: importable on this machine} (a backend may still need tensors on a particular device)."""
+    return {"portable": True, "cuda": _cuda_available(), "numba": _numba_available(),
+            "triton": _triton_available()}
+
+
+# ------------------------------------------------------------------------------------------------- selection
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _auto_backend(u: torch.Tensor, needs_grad: bool) -> str:
+    """The `auto` rule: cuda kernel for CUDA tensors when it imports; numba for CPU inference when it imports;
+    else portable. (triton is not chosen automatically yet.)"""
+    if u.is_cuda and _cuda_available():
+        return "cuda"
+    if u.device.type == "cpu" and not needs_grad and _numba_available():
+        return "numba"
+    return "portable"
+
+
+def resolve_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
+    """Explicit `backend` > UMAMBA_SCAN_BACKEND > the auto rule; checks that the choice can run."""
+    choice = (backend or "auto").strip().lower()
+    if choice == "auto":
+        choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+        source = f"environment variable {ENV_VAR}"
+    else:
+        source = "backend argument"
+    if choice == "auto":
+        return _auto_backend(u, needs_grad)
+    if choice not in BACKENDS:
+        raise UserError(f"unknown selective-scan backend {choice!r} (from the {source})",
+                        f"use one of: auto, {', '.join(BACKENDS)}")
+    if choice == "cuda":
+        if not _cuda_available():
+            raise UserError("the 'cuda' selective-scan backend was requested but mamba-ssm's selective_scan_cuda "
+                            "extension does not import on this machine",
+                            f"install mamba-ssm built for this torch (umamba build-kernels), or unset {ENV_VAR} "
+                            "/ use backend='auto' to run the portable scan")
+        if not u.is_cuda:
+            raise UserError(f"the 'cuda' selective-scan backend needs CUDA tensors, got tensors on {u.device}",
+                            "move the module/tensors to a CUDA device or use backend='auto'")
+    elif choice == "numba":
+        if not _numba_available():
+            raise UserError("the 'numba' selective-scan backend was requested but numba is not installed",
+                            "pip install numba, or use backend='auto'")
+        if u.device.type != "cpu":
+            raise UserError(f"the 'numba' selective-scan backend runs on CPU tensors only, got {u.device}",
+                            "use backend='auto'")
+        if needs_grad:
+            raise UserError("the 'numba' selective-scan backend is inference-only (no autograd)",
+                            "run under torch.no_grad() or use backend='portable'")
+    elif choice == "triton":
+        if _triton_module() is None:
+            raise UserError("the 'triton' selective-scan backend was requested but umamba.mamba.scan_triton "
+                            "is missing or does not import (is triton installed?)",
+                            "pip install triton, or use backend='auto'")
+    return choice
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def _shape(t) -> str:
+    return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def check_scan_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> None:
+    """Raise UserError (a ValueError) naming the expected shapes, before torch fails deep inside."""
+    expected = ("expected u, delta, z: (batch, d, length); A: (d, n) real; B, C: (batch, n, length); "
+                "D, delta_bias: (d,)")
+    got = (f"got u {_shape(u)}, delta {_shape(delta)}, A {_shape(A)}, B {_shape(B)}, C {_shape(C)}"
+           + (f", D {_shape(D)}" if D is not None else "") + (f", z {_shape(z)}" if z is not None else "")
+           + (f", delta_bias {_shape(delta_bias)}" if delta_bias is not None else ""))
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
+                    ("delta_bias", delta_bias)):
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise UserError(f"selective_scan: {name} must be a torch.Tensor, got {type(t).__name__}")
+    ok = u.dim() == 3 and delta.dim() == 3 and A.dim() == 2 and B.dim() == 3 and C.dim() == 3
+    if ok:
+        b, d, l = u.shape
+        n = A.shape[1]
+        ok = (tuple(delta.shape) == (b, d, l) and A.shape[0] == d and tuple(B.shape) == (b, n, l)
+              and tuple(C.shape) == (b, n, l)
+              and (D is None or tuple(D.shape) == (d,)) and (z is None or tuple(z.shape) == (b, d, l))
+              and (delta_bias is None or tuple(delta_bias.shape) == (d,)))
+    if not ok:
+        raise UserError(f"selective_scan: wrong input shapes; {expected}; {got}")
+    if A.is_complex() or not A.is_floating_point():
+        raise UserError(f"selective_scan: A must be a real floating-point tensor, got {A.dtype}")
+    if not u.is_floating_point():
+        raise UserError(f"selective_scan: u must be floating point, got {u.dtype}")
+    if l == 0 or n == 0:
+        raise UserError(f"selective_scan: length and state size must be ≥ 1; {got}")
+    devices = {t.device for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None}
+    if len(devices) > 1:
+        raise UserError(f"selective_scan: all tensors must be on one device, got {sorted(map(str, devices))}")
+
+
+# -------------------------------------------------------------------------------------------------- dispatch
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend="auto"):
+    """mamba-ssm `selective_scan_fn` semantics (see the module docstring); returns y (b, d, l) in u's dtype."""
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    needs_grad = _needs_grad(u, delta, A, B, C, D, z, delta_bias)
+    name = resolve_backend(backend, u, needs_grad)
+    if name == "cuda":
+        from umamba.mamba.scan_cuda import selective_scan_cuda
+        return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if name == "numba":
+        from umamba.mamba.scan_numba import selective_scan_numba
+        return selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if name == "triton":
+        return _triton_module().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    from umamba.mamba.scan_portable import selective_scan_portable
+    return selective_scan_portable(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

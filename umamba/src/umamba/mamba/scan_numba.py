@@ -1,0 +1,5 @@
+"""CPU inference fast path (placeholder until measured)."""
+
+
+def is_available() -> bool:
+    return False
