@@ -1,0 +1,48 @@
+"""LayerNorm + Mamba over a feature map, as a sequence of spatial tokens or of channel tokens (spec §4)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class MambaLayer(nn.Module):
+    """Applies `mamba(norm(tokens))` to a feature map (B, C, *S) and returns a map of the same shape.
+
+    Spatial tokens (default): L = prod(S) tokens of C features, in row-major raster order (last axis fastest).
+    Channel tokens: L = C tokens, each the flattened feature map of P = prod(S) values; `dim` is then P, so the
+    layer only accepts maps of exactly that size.
+
+    Whatever the surrounding autocast, the layer runs in float32 (fp16 activations overflow inside Mamba) and
+    returns the input's dtype. There is no residual connection: the output replaces the feature map.
+    """
+
+    def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, channel_token: bool = False):
+        super().__init__()
+        from umamba.mamba import Mamba  # imported here so that umamba.nets imports even while umamba.mamba loads
+
+        self.dim = dim
+        self.channel_token = channel_token
+        self.norm = nn.LayerNorm(dim, eps=1e-5)
+        self.mamba = Mamba(d_model=dim, d_state=d_state, d_conv=d_conv, expand=expand)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, *spatial = x.shape
+        p = math.prod(spatial)
+        expected = p if self.channel_token else c
+        if expected != self.dim:
+            what = "feature-map size prod(S)" if self.channel_token else "channel count C"
+            raise ValueError(
+                f"MambaLayer expects a {what} of {self.dim}, got input shape {tuple(x.shape)}"
+                + (" (channel-token layers accept only inputs of the plan's patch size)" if self.channel_token else "")
+            )
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            h = x.float().reshape(b, c, p)  # (B, C, P)
+            if self.channel_token:
+                y = self.mamba(self.norm(h))  # tokens = channels: (B, L=C, P)
+            else:
+                y = self.mamba(self.norm(h.transpose(1, 2))).transpose(1, 2)  # (B, L=P, C) -> (B, C, P)
+            y = y.reshape(b, c, *spatial)
+        return y.to(x.dtype)
