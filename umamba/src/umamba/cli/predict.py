@@ -1,0 +1,52 @@
+"""`umamba predict`: segment images with a trained U-Mamba model folder or a model from the store."""
+
+from __future__ import annotations
+
+import argparse
+
+from umamba.paths import default_model_store
+from umamba.progress import Reporter
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--input", nargs="+", required=True, metavar="INPUT",
+                        help="an image file, the channel files of one case in channel order, or a folder in "
+                             "nnU-Net layout (CASE_0000.nii.gz, CASE_0001.nii.gz, ...)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="the label file (one case) or a folder (one CASE<ending> per case)")
+    parser.add_argument("-m", "--model", required=True, metavar="MODEL_DIR",
+                        help="an nnU-Net model folder (dataset.json, plans.json, fold_X/) or a name from "
+                             "`umamba models`")
+    parser.add_argument("-f", "--folds", nargs="+", default=None,
+                        help="folds to ensemble (default: every numbered fold with a checkpoint, else 'all')")
+    parser.add_argument("--disable-tta", "--disable_tta", action="store_true", dest="disable_tta",
+                        help="no mirroring test-time augmentation (about 8x faster in 3D)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--step-size", type=float, default=0.5,
+                        help="sliding-window step as a fraction of the patch size (default 0.5)")
+    parser.add_argument("--checkpoint", default="checkpoint_final.pth",
+                        help="checkpoint file name inside each fold folder")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="allow checkpoints that contain arbitrary pickled objects (runs their code: only for "
+                             "files from a source you trust)")
+    parser.add_argument("--store", default=None, help=f"model store folder (default {default_model_store()})")
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    from umamba.model_store import resolve_model
+
+    model_dir = resolve_model(args.model, args.store or default_model_store())
+    reporter.stage("load", f"loading model {model_dir}")
+    from umamba.nnunet.predict_inputs import resolve_cases
+    from umamba.nnunet.predictor import load_predictor, predict_cases
+
+    loaded = load_predictor(model_dir, folds=args.folds, checkpoint_name=args.checkpoint, device=args.device,
+                            step_size=args.step_size, use_mirroring=not args.disable_tta,
+                            trust_checkpoint=args.trust_checkpoint)
+    cases = resolve_cases(args.input, args.output, loaded.channels, loaded.supported_endings)
+    reporter.stage("predict", f"predicting {len(cases)} case(s) with {loaded.trainer} {loaded.configuration}, "
+                              f"fold(s) {', '.join(loaded.folds)} on {loaded.predictor.device}")
+    outputs = predict_cases(loaded, cases, reporter)
+    reporter.done([str(o) for o in outputs], cases=[c.case_id for c in cases], model=str(model_dir),
+                  trainer=loaded.trainer, configuration=loaded.configuration, folds=loaded.folds)
+    return 0
