@@ -24,10 +24,17 @@ def pythonForUmamba():
     return str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
 
 
+_moduleLogics = []  # kept alive for the whole test session, as Slicer keeps its module logics
+
+
 def newScene():
-    """A bare scene plus the subject hierarchy, as Slicer has it (the hierarchy node exists)."""
+    """A bare scene plus what Slicer's application always has: the subject hierarchy node and the
+    Segmentations module logic (whose construction registers the segment representation converters)."""
     scene = slicer.vtkMRMLScene()
     slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)
+    _moduleLogics.append(logic)
     return scene
 
 
