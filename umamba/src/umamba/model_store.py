@@ -264,7 +264,7 @@ def import_model(source: str | os.PathLike, store: str | os.PathLike, name: str 
                 for rel in _kept_files(src):
                     (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src / rel, stage / rel)
-            cards.append(_install(store, model_name, fill, _identity(model), str(source.resolve()), force))
+            cards.append(_install(store, model_name, fill, _identity(model), str(model.path.resolve()), force))
         return cards
     if source.exists():
         raise UserError(f"{source} is neither a folder nor a zip archive",

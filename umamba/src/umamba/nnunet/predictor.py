@@ -101,15 +101,15 @@ def _choose_folds(model: ModelFolder, folds: list[str] | None) -> list[str]:
 
 
 def load_weights_into(network: torch.nn.Module, weights: dict, source: Path) -> dict:
-    """Strict load; returns the state dict in the network's own key names (what nnU-Net's predictor reloads)."""
+    """Strict load (H2's loader: clear messages, DDP/compile prefixes stripped); returns a copy of the state dict
+    in the network's own key names, which is what nnU-Net's predictor reloads for each fold."""
+    from umamba.nets import load_network_weights
+
     try:
-        network.load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"the weights in {source} do not fit the network built from plans.json ({first})",
-                        "the checkpoint and plans.json must come from the same training run; "
-                        "export or copy the model folder again") from None
-    return weights
+        load_network_weights(network, weights)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc.message}", exc.hint) from None
+    return {k: v.detach().clone() for k, v in network.state_dict().items()}
 
 
 def load_predictor(model_dir: str | os.PathLike, folds: list[str] | None = None,

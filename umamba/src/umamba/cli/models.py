@@ -1,0 +1,37 @@
+"""`umamba models`: list (or delete) the models in the local model store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from umamba.paths import default_model_store
+from umamba.progress import Reporter
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", default=None, help=f"model store folder (default {default_model_store()})")
+    parser.add_argument("--json", action="store_true", help="print the cards as one JSON list")
+    parser.add_argument("--delete", metavar="NAME", default=None, help="remove this model from the store")
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    from umamba.model_store import card_line, delete_model, list_models
+
+    store = args.store or default_model_store()
+    if args.delete:
+        delete_model(store, args.delete)
+        reporter.done([], deleted=args.delete)
+        return 0
+    cards = list_models(store)
+    if args.progress_json:
+        reporter.done([f"{store}/{c['name']}" for c in cards], store=str(store), models=cards)
+    elif args.json:
+        sys.stdout.write(json.dumps(cards, indent=2) + "\n")
+    elif not cards:
+        print(f"no models in {store} (add one with `umamba import-model SOURCE`)")
+    else:
+        for card in cards:
+            print(card_line(card))
+    return 0
