@@ -70,3 +70,10 @@ def test_whole_enc_network_under_autocast_keeps_its_mamba_layers_in_float32():
     assert len(seen) == 2 and all(pair == (torch.float32, torch.float32) for pair in seen)
     assert outputs[0].dtype == torch.bfloat16  # the convolutions around them did run under autocast
     assert all(torch.isfinite(o.float()).all() for o in outputs)
+
+
+def test_layer_converted_to_float64_runs_in_float64():
+    torch.manual_seed(0)
+    layer = MambaLayer(dim=3).double()
+    x = torch.randn(1, 3, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: layer(t), (x,), eps=1e-6, atol=1e-6)

@@ -16,6 +16,9 @@ from umamba.nets import (
     spec_from_plans,
 )
 
+# nnU-Net's ConfigurationManager warns when it converts old-format plans; that conversion is what is tested here
+pytestmark = pytest.mark.filterwarnings("ignore:Detected old nnU-Net plans format")
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -217,3 +220,11 @@ def test_inconsistent_or_malformed_plans_are_user_errors():
             build_network("enc", copy.deepcopy(plans), "3d_fullres", 1, 2)
     with pytest.raises(UserError, match="num_classes"):
         build_network("enc", old_plans(), "3d_fullres", 1, 0)
+
+
+def test_patch_smaller_than_the_strides_is_a_user_error_for_enc():
+    plans = old_plans()
+    plans["configurations"]["3d_fullres"]["patch_size"] = [2, 16, 16]
+    build_network("bot", plans, "3d_fullres", 1, 2)  # Bot never looks at the patch size
+    with pytest.raises(UserError, match=r"Patch size \(2, 16, 16\) is too small"):
+        build_network("enc", plans, "3d_fullres", 1, 2)

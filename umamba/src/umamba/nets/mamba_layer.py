@@ -16,7 +16,7 @@ class MambaLayer(nn.Module):
     layer only accepts maps of exactly that size.
 
     Whatever the surrounding autocast, the layer runs in float32 (fp16 activations overflow inside Mamba) and
-    returns the input's dtype. There is no residual connection: the output replaces the feature map.
+    returns the input's dtype; only a layer whose parameters were converted to float64 runs in float64. There is no residual connection: the output replaces the feature map.
     """
 
     def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, channel_token: bool = False):
@@ -38,8 +38,10 @@ class MambaLayer(nn.Module):
                 f"MambaLayer expects a {what} of {self.dim}, got input shape {tuple(x.shape)}"
                 + (" (channel-token layers accept only inputs of the plan's patch size)" if self.channel_token else "")
             )
+        # float32, unless the whole layer was deliberately converted to float64 (e.g. for gradient checks)
+        compute_dtype = torch.float64 if self.norm.weight.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
-            h = x.float().reshape(b, c, p)  # (B, C, P)
+            h = x.to(compute_dtype).reshape(b, c, p)  # (B, C, P)
             if self.channel_token:
                 y = self.mamba(self.norm(h))  # tokens = channels: (B, L=C, P)
             else:

@@ -60,6 +60,12 @@ class NetworkSpec:
         sizes, size = [], self.patch_size
         for stride in self.strides:
             size = tuple(n // s for n, s in zip(size, stride))
+            if min(size) < 1:
+                raise UserError(
+                    f"Patch size {self.patch_size} is too small for the plan's strides {self.strides}: "
+                    "a stage would have an empty feature map.",
+                    hint="use the patch size of the same plans.json configuration as the strides",
+                )
             sizes.append(size)
         return sizes
 
