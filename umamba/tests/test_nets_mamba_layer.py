@@ -28,7 +28,7 @@ def test_layer_is_float32_inside_cpu_bf16_autocast_and_returns_bf16(channel_toke
     layer = MambaLayer(dim=8 if channel_token else 6, channel_token=channel_token).eval()
     x = torch.randn(2, 6, 2, 2, 2).to(torch.bfloat16)
     seen = []
-    hooks = [record_dtypes(layer.norm, seen), record_dtypes(layer.mamba, seen), record_dtypes(layer.mamba.in_proj, seen)]
+    hooks = [record_dtypes(m, seen) for m in (layer.norm, layer.mamba, layer.mamba.in_proj)]
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(x)
     for h in hooks:

@@ -38,7 +38,10 @@ def make_nonlin() -> nn.Module:
 
 
 class BasicResBlock(nn.Module):
-    """Residual block whose skip is always a strided 1x1 conv: out = act2(norm2(conv2(act1(norm1(conv1(x))))) + conv3(x))."""
+    """Residual block whose skip is always a strided 1x1 conv.
+
+    out = act2(norm2(conv2(act1(norm1(conv1(x))))) + conv3(x))
+    """
 
     def __init__(self, dim: int, c_in: int, c_out: int, kernel: Sequence[int], stride: Sequence[int] | int = 1):
         super().__init__()

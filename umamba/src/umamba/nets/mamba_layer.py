@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from umamba.mamba import Mamba
+
 
 class MambaLayer(nn.Module):
     """Applies `mamba(norm(tokens))` to a feature map (B, C, *S) and returns a map of the same shape.
@@ -16,13 +18,12 @@ class MambaLayer(nn.Module):
     layer only accepts maps of exactly that size.
 
     Whatever the surrounding autocast, the layer runs in float32 (fp16 activations overflow inside Mamba) and
-    returns the input's dtype; only a layer whose parameters were converted to float64 runs in float64. There is no residual connection: the output replaces the feature map.
+    returns the input's dtype; only a layer whose parameters were converted to float64 runs in float64.
+    There is no residual connection: the output replaces the feature map.
     """
 
     def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, channel_token: bool = False):
         super().__init__()
-        from umamba.mamba import Mamba  # imported here so that umamba.nets imports even while umamba.mamba loads
-
         self.dim = dim
         self.channel_token = channel_token
         self.norm = nn.LayerNorm(dim, eps=1e-5)
