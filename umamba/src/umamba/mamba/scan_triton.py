@@ -1,0 +1,235 @@
+"""The `triton` selective-scan backend: a chunked scan, parallel along the sequence, forward and backward.
+
+mamba-ssm's kernel gives one thread block to each (batch, channel) and walks the whole sequence serially; at
+U-Mamba Enc's long, narrow stages (d 64-128, l up to 2,097,152) that leaves most of the GPU idle. Here the
+sequence is cut into chunks and every (batch, channel block, chunk) is its own program:
+
+forward   1. chunk_state_fwd   per chunk, from a zero state: S_c = state at the chunk's end, Δ_c = Σ δ
+          2. chunk_scan        across chunks: E_c = exp(A Δ_c) E_{c-1} + S_c   (the true state after chunk c)
+          3. scan_out_fwd      per chunk, from E_{c-1}: tiles of T steps scanned in registers -> y·SiLU(z);
+                               the state before every tile is kept for the backward pass, (b, l/T, d, n)
+backward  1. chunk_state_bwd   per chunk: R_c = the adjoint carry a_{t0} λ_{t0} from a zero carry
+          2. chunk_scan        across chunks, right to left: E_c = exp(A Δ_c) E_{c+1} + R_c
+          3. scan_grad         per chunk, tiles right to left: h from the kept tile states, λ by a reverse scan,
+                               then every gradient (see scan_triton_kernels.py for the equations)
+Nothing of size (b, d, l, n) is ever stored; the state and all sums are float32 (float64 for float64 inputs).
+Inputs may be float32, bfloat16, float16 or float64; outputs and gradients take their input's dtype.
+
+On CPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1), which the tests use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+from umamba.errors import UserError
+
+import triton  # an ImportError here tells the dispatcher that this backend is unavailable
+
+from umamba.mamba import scan_triton_kernels as _k
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "") == "1"
+
+
+def is_available(device: torch.device | str | None = None) -> bool:
+    """Triton imported and the tensors' device can run it (a CUDA device, or any device when interpreting)."""
+    if interpreting():
+        return True
+    if device is not None and torch.device(device).type != "cuda":
+        return False
+    return torch.cuda.is_available()
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanConfig:
+    """Launch shape. T: steps per tile; DB: channels per program; NT: tiles per chunk (0 = choose from the
+    shape); warps: warps per program of the per-chunk kernels; LB/CB: lanes and chunks per chunk-scan tile."""
+    T: int = 32
+    DB: int = 16
+    NT: int = 0
+    warps: int = 4
+    warps_grad: int = 8
+    LB: int = 64
+    CB: int = 32
+
+
+DEFAULT_CONFIG = ScanConfig()
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def _multiprocessors(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def _plan(b: int, d: int, l: int, device: torch.device, cfg: ScanConfig):
+    """(DB, T, NT, number of d blocks, tiles, chunks). Chunks are long enough to amortise the chunk passes but
+    numerous enough that b · d-blocks · chunks fills the GPU several times over."""
+    DB = min(cfg.DB, _pow2(d))
+    T = cfg.T
+    ndb = -(-d // DB)
+    ntiles = -(-l // T)
+    NT = cfg.NT
+    if NT <= 0:
+        want_programs = 8 * _multiprocessors(device)
+        NT = max(1, (ntiles * b * ndb) // want_programs)
+    NT = min(NT, ntiles)
+    nc = -(-ntiles // NT)
+    return DB, T, NT, ndb, ntiles, nc
+
+
+def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """The kernels take any batch/channel strides but need unit stride along the sequence (a transposed
+    (E, B, L) view from the Mamba block is used as is, no copy)."""
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
+def _acc_dtype(u: torch.Tensor) -> torch.dtype:
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def _chunk_scan(S, dsum, A, reverse, f64, cfg):
+    b, nc, d, n = S.shape
+    E = torch.empty_like(S)
+    LB = min(cfg.LB, _pow2(d * n))
+    grid = (b, triton.cdiv(d * n, LB))
+    _k.chunk_scan_kernel[grid](S, dsum, A, E, d, n, nc, REVERSE=reverse, F64=f64, LB=LB, CB=cfg.CB,
+                               num_warps=4)
+    return E
+
+
+def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_states, cfg=DEFAULT_CONFIG):
+    """-> (out, tile states or None, Δ per chunk or None, plan). Unit stride along l; A (d, n) contiguous."""
+    b, d, l = u.shape
+    n = A.shape[1]
+    acc = _acc_dtype(u)
+    f64 = acc == torch.float64
+    DB, T, NT, ndb, ntiles, nc = _plan(b, d, l, u.device, cfg)
+    NP = _pow2(n)
+    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, NP=NP, T=T)
+    grid = (nc, b * ndb)
+    dummy = u
+    if nc > 1:
+        S = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
+        dsum = torch.empty((b, nc, d), device=u.device, dtype=acc)
+        _k.chunk_state_fwd_kernel[grid](
+            u, delta, B, A, delta_bias if delta_bias is not None else dummy, S, dsum,
+            u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1), A.stride(0),
+            d, l, n, NT, nc, num_warps=cfg.warps, **flags)
+        E = _chunk_scan(S, dsum, A, False, f64, cfg)
+    else:
+        dsum = E = None
+    out = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
+    H = torch.empty((b, ntiles, d, n), device=u.device, dtype=acc) if store_states else None
+    _k.scan_out_fwd_kernel[grid](
+        u, delta, z if z is not None else dummy, B, C, A, D if D is not None else dummy,
+        delta_bias if delta_bias is not None else dummy, E if E is not None else dummy, out,
+        H if H is not None else dummy,
+        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1),
+        (z if z is not None else u).stride(0), (z if z is not None else u).stride(1),
+        B.stride(0), B.stride(1), C.stride(0), C.stride(1), A.stride(0), out.stride(0), out.stride(1),
+        d, l, n, NT, nc, ntiles,
+        HAS_D=D is not None, HAS_Z=z is not None, STORE_STATES=H is not None, num_warps=cfg.warps, **flags)
+    return out, H, dsum, (DB, T, NT, ndb, ntiles, nc)
+
+
+def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, dsum, plan, cfg=DEFAULT_CONFIG):
+    """-> (du, ddelta, dA, dB, dC, dD or None, dz or None, ddelta_bias or None)."""
+    b, d, l = u.shape
+    n = A.shape[1]
+    acc = _acc_dtype(u)
+    f64 = acc == torch.float64
+    DB, T, NT, ndb, ntiles, nc = plan
+    NP = _pow2(n)
+    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, NP=NP, T=T)
+    grid = (nc, b * ndb)
+    dummy = u
+    zz = z if z is not None else u
+    if nc > 1:
+        R = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
+        _k.chunk_state_bwd_kernel[grid](
+            dout, zz, delta, C, A, delta_bias if delta_bias is not None else dummy, R,
+            dout.stride(0), dout.stride(1), zz.stride(0), zz.stride(1), delta.stride(0), delta.stride(1),
+            C.stride(0), C.stride(1), A.stride(0),
+            d, l, n, NT, nc, HAS_Z=z is not None, num_warps=cfg.warps, **flags)
+        E = _chunk_scan(R, dsum, A, True, f64, cfg)
+    else:
+        E = dummy
+    du = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
+    ddelta = torch.empty((b, d, l), device=u.device, dtype=delta.dtype)
+    dz = torch.empty((b, d, l), device=u.device, dtype=z.dtype) if z is not None else None
+    dB = torch.zeros((b, n, l), device=u.device, dtype=acc)
+    dC = torch.zeros((b, n, l), device=u.device, dtype=acc)
+    dA = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
+    dD = torch.empty((b, nc, d), device=u.device, dtype=acc)
+    dbias = torch.empty((b, nc, d), device=u.device, dtype=acc)
+    _k.scan_grad_kernel[grid](
+        u, delta, zz, B, C, dout, A, D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
+        H, E, du, ddelta, dz if dz is not None else du, dB, dC, dA, dD, dbias,
+        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
+        B.stride(0), B.stride(1), C.stride(0), C.stride(1), dout.stride(0), dout.stride(1), A.stride(0),
+        du.stride(0), du.stride(1), d, l, n, NT, nc, ntiles,
+        HAS_D=D is not None, HAS_Z=z is not None, num_warps=cfg.warps_grad, **flags)
+    return (du, ddelta, dA.sum((0, 1)), dB.to(B.dtype), dC.to(C.dtype),
+            dD.sum((0, 1)) if D is not None else None, dz,
+            dbias.sum((0, 1)) if delta_bias is not None else None)
+
+
+class _SelectiveScanTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, cfg):
+        store = any(ctx.needs_input_grad[:8])
+        out, H, dsum, plan = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store, cfg)
+        if store:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, H, dsum)
+            ctx.delta_softplus = delta_softplus
+            ctx.plan = plan
+            ctx.cfg = cfg
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        u, delta, A, B, C, D, z, delta_bias, H, dsum = ctx.saved_tensors
+        grads = scan_backward(_rows(dout), u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, H, dsum,
+                              ctx.plan, ctx.cfg)
+        du, ddelta, dA, dB, dC, dD, dz, dbias = grads
+        return (du, ddelta, dA.to(A.dtype), dB, dC, None if dD is None else dD.to(D.dtype), dz,
+                None if dbias is None else dbias.to(delta_bias.dtype), None, None)
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                          config: ScanConfig | None = None):
+    """mamba-ssm `selective_scan_fn` semantics on CUDA tensors (any device under TRITON_INTERPRET=1).
+
+    u, delta, z: (b, d, l); A: (d, n) real; B, C: (b, n, l) (or (b, 1, n, l)); D, delta_bias: (d,).
+    Returns out (b, d, l) in u's dtype; differentiable in every tensor argument.
+    """
+    if not interpreting() and u.device.type != "cuda":
+        raise UserError(f"the 'triton' selective-scan backend needs CUDA tensors, got tensors on {u.device}",
+                        "move the tensors to a CUDA device, or use backend='auto' / 'portable'")
+    if A.is_complex():
+        raise UserError("the 'triton' selective-scan backend supports real A only", "use backend='portable'")
+    if B.dim() == 4 and B.shape[1] == 1:
+        B = B[:, 0]
+    if C.dim() == 4 and C.shape[1] == 1:
+        C = C[:, 0]
+    if B.dim() != 3 or C.dim() != 3:
+        raise UserError(f"the 'triton' selective-scan backend needs B, C of shape (b, n, l), got "
+                        f"{tuple(B.shape)}, {tuple(C.shape)}", "use backend='portable'")
+    if u.shape[-1] == 0:
+        return torch.empty_like(u)
+    cfg = config or DEFAULT_CONFIG
+    u, delta, B, C, z = _rows(u), _rows(delta), _rows(B), _rows(C), _rows(z)
+    A = A.contiguous()
+    D = None if D is None else D.contiguous()
+    delta_bias = None if delta_bias is None else delta_bias.contiguous()
+    return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), cfg)

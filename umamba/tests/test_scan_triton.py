@@ -1,0 +1,140 @@
+"""The Triton selective scan against an independent float64 sequential reference (outputs and all gradients).
+
+On a machine without a GPU (CI) the kernels run under Triton's interpreter: `test_under_triton_interpreter`
+re-runs this file in a subprocess with TRITON_INTERPRET=1 (the variable must be set before triton is imported,
+so it cannot be switched on inside this process). The interpreter executes every program in Python, so the
+cases are tiny but shaped to exercise every path: several chunks (forward and reverse chunk scans with a carry
+between scan tiles), several tiles per chunk, a partial last tile and chunk, a partial channel block, a state
+size that is not a power of two, the single-chunk path, optional D / z / delta_bias / softplus, bf16 inputs.
+On a CUDA machine the same cases run on the GPU directly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton")
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICE = "cpu" if INTERPRETING else ("cuda" if torch.cuda.is_available() else None)
+needs_device = pytest.mark.skipif(DEVICE is None, reason="needs CUDA, or TRITON_INTERPRET=1 (see the wrapper test)")
+
+
+def reference_scan(u, delta, A, B, C, D, z, delta_bias, softplus):
+    """Naive sequential scan (float64 in, autograd): h_t = exp(δ_t A) h_{t-1} + δ_t B_t u_t, y_t = C_t·h_t."""
+    dt = delta + (delta_bias[:, None] if delta_bias is not None else 0.0)
+    if softplus:
+        dt = F.softplus(dt)
+    b, d, l = u.shape
+    h = u.new_zeros(b, d, A.shape[1])
+    ys = []
+    for t in range(l):
+        h = torch.exp(dt[:, :, t, None] * A) * h + dt[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None]
+        ys.append((h * C[:, None, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1)
+    if D is not None:
+        y = y + D[:, None] * u
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+def _inputs(b, d, l, n, has_d, has_z, has_bias, seed):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+    A = -(torch.rand(d, n, generator=g, dtype=torch.float64) * 3 + 0.1)
+    return dict(u=r(b, d, l), delta=r(b, d, l, scale=0.7), A=A, B=r(b, n, l), C=r(b, n, l),
+                D=r(d) if has_d else None, z=r(b, d, l) if has_z else None,
+                delta_bias=r(d, scale=0.3) if has_bias else None)
+
+
+def _rel(x, ref):
+    return ((x.double().cpu() - ref).norm() / ref.norm()).item()
+
+
+# (b, d, l, n, T, DB, NT, has_d, has_z, has_bias, softplus)
+CASES = {
+    "chunks_tiles_partial": (1, 3, 13, 3, 4, 2, 2, True, True, True, True),
+    "one_chunk_no_options": (1, 2, 7, 2, 8, 2, 0, False, False, False, False),
+}
+
+
+@needs_device
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_matches_float64_reference(name, dtype):
+    from umamba.mamba.scan_triton import ScanConfig, selective_scan_triton
+
+    b, d, l, n, T, DB, NT, has_d, has_z, has_bias, softplus = CASES[name]
+    if dtype == torch.bfloat16 and name != "chunks_tiles_partial":
+        pytest.skip("one bf16 case is enough")
+    ref_in = _inputs(b, d, l, n, has_d, has_z, has_bias, seed=hash(name) % 1000)
+    ref_leaves = {k: (v.clone().requires_grad_() if v is not None else None) for k, v in ref_in.items()}
+    y_ref = reference_scan(**ref_leaves, softplus=softplus)
+    gy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y_ref.backward(gy)
+
+    # sequence tensors in `dtype`; A, D, delta_bias stay float32 like the Mamba block's parameters
+    low = {k: v.to(dtype if k in ("u", "delta", "B", "C", "z") else torch.float32) for k, v in ref_in.items()
+           if v is not None}
+    # reference inputs rounded the same way, so only the kernel's arithmetic is compared
+    ref_r = {k: (low[k].double().requires_grad_() if k in low else None) for k in ref_in}
+    y_r = reference_scan(**ref_r, softplus=softplus)
+    y_r.backward(gy)
+    leaves = {k: v.to(DEVICE).requires_grad_() for k, v in low.items()}
+    cfg = ScanConfig(T=T, DB=DB, NT=NT, LB=4, CB=2)
+    y = selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], leaves.get("D"),
+                              leaves.get("z"), leaves.get("delta_bias"), softplus, config=cfg)
+    assert y.dtype == dtype and y.shape == (b, d, l)
+    y.backward(gy.to(DEVICE, dtype))
+    # float32: arithmetic error only; bf16: the output and gradients are rounded to bf16 (8 bits)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    errors = {"y": _rel(y.detach(), y_r.detach())}
+    for k, leaf in leaves.items():
+        assert leaf.grad is not None and leaf.grad.dtype == leaf.dtype, k
+        errors["d" + k] = _rel(leaf.grad, ref_r[k].grad)
+    assert all(e < tol for e in errors.values()), errors
+    assert all(torch.isfinite(leaf.grad).all() for leaf in leaves.values())
+
+
+@needs_device
+def test_dispatcher_no_grad_and_strided_inputs():
+    """Through `selective_scan(backend="triton")`, with (E, B, L)-transposed views like the Mamba block passes,
+    under no_grad (no tile states kept) — same values as the reference."""
+    from umamba.mamba import selective_scan
+
+    b, d, l, n = 2, 3, 9, 2
+    x = _inputs(b, d, l, n, True, True, True, seed=7)
+    ref = reference_scan(**x, softplus=True)
+    # a (d, b, l) buffer viewed as (b, d, l): unit stride along l, other strides permuted
+    u = x["u"].float().transpose(0, 1).contiguous().transpose(0, 1).to(DEVICE)
+    delta = x["delta"].float().transpose(0, 1).contiguous().transpose(0, 1).to(DEVICE)
+    assert not u.is_contiguous()
+    with torch.no_grad():
+        y = selective_scan(u, delta, x["A"].float().to(DEVICE), x["B"].float().to(DEVICE),
+                           x["C"].float().to(DEVICE), x["D"].float().to(DEVICE), x["z"].float().to(DEVICE),
+                           x["delta_bias"].float().to(DEVICE), delta_softplus=True, backend="triton")
+    assert _rel(y, ref) < 1e-5
+
+
+@pytest.mark.skipif(INTERPRETING, reason="this is the interpreter run itself")
+@pytest.mark.skipif(sys.platform != "linux", reason="the Triton interpreter ships with Linux wheels")
+def test_under_triton_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
+                           "-o", "addopts=", "-k", "not test_under_triton_interpreter"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    passed = re.search(r"(\d+) passed", out)
+    assert passed and int(passed.group(1)) == 4, out[-2000:]
