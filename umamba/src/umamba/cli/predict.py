@@ -33,17 +33,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
-    from umamba.model_store import resolve_model
+    from umamba.model_store import channel_names, inspect_model_folder, resolve_model
+    from umamba.nnunet.predict_inputs import check_case_images, check_endings, resolve_cases
 
+    from umamba.errors import UserError
+
+    # Everything that can be checked without torch is checked first, so bad input fails in a second.
+    if not 0 < args.step_size <= 1:
+        raise UserError(f"--step-size must be in (0, 1], got {args.step_size}", "0.5 is nnU-Net's default")
     model_dir = resolve_model(args.model, args.store or default_model_store())
+    folder = inspect_model_folder(model_dir, args.checkpoint)
+    cases = resolve_cases(args.input, args.output, channel_names(folder.dataset_json))
+    for case in cases:
+        check_case_images(case)
     reporter.stage("load", f"loading model {model_dir}")
-    from umamba.nnunet.predict_inputs import resolve_cases
     from umamba.nnunet.predictor import load_predictor, predict_cases
 
     loaded = load_predictor(model_dir, folds=args.folds, checkpoint_name=args.checkpoint, device=args.device,
                             step_size=args.step_size, use_mirroring=not args.disable_tta,
                             trust_checkpoint=args.trust_checkpoint)
-    cases = resolve_cases(args.input, args.output, loaded.channels, loaded.supported_endings)
+    check_endings(cases, loaded.supported_endings)
     reporter.stage("predict", f"predicting {len(cases)} case(s) with {loaded.trainer} {loaded.configuration}, "
                               f"fold(s) {', '.join(loaded.folds)} on {loaded.predictor.device}")
     outputs = predict_cases(loaded, cases, reporter)

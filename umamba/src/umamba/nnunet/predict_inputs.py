@@ -41,8 +41,13 @@ def _channel_hint(channels: list[str]) -> str:
             f"(-i {' '.join(f'CASE_{i:04d}.nii.gz' for i in range(len(channels)))}) or a folder in nnU-Net layout")
 
 
-def resolve_cases(inputs: list[str], output: str, channels: list[str], supported_endings: list[str]) -> list[Case]:
-    """Turn the INPUT arguments and OUTPUT into cases; checks existence, endings and channel counts."""
+def resolve_cases(inputs: list[str], output: str, channels: list[str],
+                  supported_endings: list[str] | None = None) -> list[Case]:
+    """Turn the INPUT arguments and OUTPUT into cases; checks existence, endings and channel counts.
+
+    `supported_endings`: what the model's image reader handles (None: any image ending; see `check_endings`).
+    """
+    supported_endings = list(supported_endings or IMAGE_ENDINGS)
     if not inputs:
         raise UserError("no input given", "pass -i IMAGE, -i CHANNEL_FILES..., or -i FOLDER")
     n = len(channels)
@@ -72,6 +77,14 @@ def resolve_cases(inputs: list[str], output: str, channels: list[str], supported
     else:
         _check_ending(out, supported_endings, what="output")
     return [Case(case_id, paths, out)]
+
+
+def check_endings(cases: list[Case], supported_endings: list[str]) -> None:
+    """Every input and output file has an ending the model's image reader / writer handles."""
+    for case in cases:
+        for f in case.files:
+            _check_ending(f, supported_endings)
+        _check_ending(case.output, supported_endings, what="output")
 
 
 def _check_ending(path: Path, supported_endings: list[str], what: str = "input") -> None:
