@@ -221,7 +221,17 @@ def resolve_model(spec: str | os.PathLike, store: str | os.PathLike) -> Path:
     """A model folder path, or the name of a model in the store -> the model folder."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        return path
+        if (path / "plans.json").is_file() or (path / "dataset.json").is_file():
+            return path
+        # a results folder above the model folder: fine when it holds exactly one model
+        found = [f for f in (_find_model_folders(path) if any(p.is_dir() for p in path.iterdir()) else [])
+                 if any(_FOLD_RE.match(p.name) for p in f.iterdir())]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise UserError(f"{path} holds {len(found)} model folders",
+                            "pass one of them: " + ", ".join(str(f) for f in found))
+        return path  # inspect_model_folder will say what is missing
     if _NAME_RE.match(str(spec)) and (Path(store) / str(spec)).is_dir():
         return Path(store) / str(spec)
     names = [c["name"] for c in list_models(store)]

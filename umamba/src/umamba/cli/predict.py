@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from umamba.model_store import channel_names, inspect_model_folder, resolve_model
-    from umamba.nnunet.predict_inputs import check_case_images, check_endings, resolve_cases
+    from umamba.nnunet.predict_inputs import check_case_images, check_endings, check_outputs, resolve_cases
 
     from umamba.errors import UserError
 
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     model_dir = resolve_model(args.model, args.store or default_model_store())
     folder = inspect_model_folder(model_dir, args.checkpoint)
     cases = resolve_cases(args.input, args.output, channel_names(folder.dataset_json))
+    check_outputs(cases)
     for case in cases:
         check_case_images(case)
     reporter.stage("load", f"loading model {model_dir}")

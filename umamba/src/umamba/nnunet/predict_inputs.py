@@ -79,6 +79,17 @@ def resolve_cases(inputs: list[str], output: str, channels: list[str],
     return [Case(case_id, paths, out)]
 
 
+def check_outputs(cases: list[Case]) -> None:
+    """No output may overwrite an input image or another case's output."""
+    inputs = {f.resolve() for c in cases for f in c.files}
+    outputs = [c.output.resolve() for c in cases]
+    for out in outputs:
+        if out in inputs:
+            raise UserError(f"the output {out} would overwrite an input image", "choose another output path")
+    if len(set(outputs)) < len(outputs):
+        raise UserError("two cases would be written to the same output file", "pass an output folder")
+
+
 def check_endings(cases: list[Case], supported_endings: list[str]) -> None:
     """Every input and output file has an ending the model's image reader / writer handles."""
     for case in cases:

@@ -36,13 +36,14 @@ def write_overlay_png(image: np.ndarray, truth: np.ndarray, prediction: np.ndarr
     aspect = float(spacing_zyx[1]) / float(spacing_zyx[2])  # row spacing / column spacing
     colours = ListedColormap(["none", "#ff3b30", "#34c759", "#007aff", "#ffcc00"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.8), dpi=110)
+    fig.patch.set_facecolor("white")
     for ax, labels, name in ((axes[0], truth, "ground truth"), (axes[1], prediction, "U-Mamba prediction")):
         ax.imshow(image[z], cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
         masked = np.ma.masked_where(labels[z] == 0, labels[z])
         ax.imshow(masked, cmap=colours, vmin=0, vmax=4, alpha=0.45, aspect=aspect, interpolation="nearest")
         if (labels[z] > 0).any():
             ax.contour(labels[z] > 0, levels=[0.5], colors="yellow", linewidths=1.0)
-        ax.set_title(f"{name} (slice {z})")
+        ax.set_title(f"{name} (slice {z})", fontsize=11)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
