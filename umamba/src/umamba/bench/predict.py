@@ -1,0 +1,104 @@
+"""`umamba bench predict`: sliding-window inference of a 256×256×256 volume with U-Mamba Bot and Enc 3D
+(patch 128³, step 0.5 -> 27 windows, Gaussian weighting, fp16 autocast, one window per forward as nnU-Net
+does, no mirroring), each scan backend side by side: total time and peak GPU memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+
+import torch
+
+from umamba.bench import roofline
+from umamba.bench.train_step import NUM_CLASSES, build
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variants", default="bot,enc")
+    parser.add_argument("--backends", default="", help="comma-separated: triton, mamba-ssm, portable "
+                        "(default: the GPU backends that are available)")
+    parser.add_argument("--size", type=int, default=256, help="edge of the cubic volume")
+    parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes after one warm-up pass")
+
+
+def gaussian(patch, sigma_scale=1 / 8):
+    ax = torch.arange(patch, dtype=torch.float32, device="cuda") - (patch - 1) / 2
+    g1 = torch.exp(-0.5 * (ax / (patch * sigma_scale)) ** 2)
+    g = g1[:, None, None] * g1[None, :, None] * g1[None, None, :]
+    g = g / g.max()
+    return g.clamp_min(g[g > 0].min())
+
+
+def sliding_window(net, volume, patch, step=0.5):
+    size = volume.shape[-1]
+    n = max(1, -(-(size - patch) // int(patch * step)) + 1)
+    starts = [round(i * (size - patch) / max(1, n - 1)) for i in range(n)]
+    weight = gaussian(patch)
+    logits = torch.zeros((NUM_CLASSES, size, size, size), device="cuda", dtype=torch.float16)
+    norm = torch.zeros((size, size, size), device="cuda", dtype=torch.float16)
+    for z, y, x in itertools.product(starts, starts, starts):
+        window = volume[:, :, z:z + patch, y:y + patch, x:x + patch]
+        with torch.autocast("cuda", dtype=torch.float16):
+            out = net(window)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        logits[:, z:z + patch, y:y + patch, x:x + patch] += (out[0] * weight).half()
+        norm[z:z + patch, y:y + patch, x:x + patch] += weight.half()
+    return (logits / norm).argmax(0)
+
+
+def bench_predict(variant, backend, size, patch, repeats):
+    torch.manual_seed(0)
+    net = build(variant, patch).eval()
+    net.decoder.deep_supervision = False
+    volume = torch.randn(1, 1, size, size, size, device="cuda")
+    with roofline.scan_backend(backend), torch.no_grad():
+        sliding_window(net, volume, patch)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            sliding_window(net, volume, patch)
+        torch.cuda.synchronize()
+        s = (time.perf_counter() - t0) / repeats
+    return {"kind": "predict", "variant": variant, "backend": backend, "size": size, "patch": patch,
+            "seconds": s, "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "device": roofline.device_name()}
+
+
+def run(args, reporter=None) -> int:
+    if not torch.cuda.is_available():
+        print("umamba bench predict: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    backends = [s for s in args.backends.split(",") if s] or roofline.available_gpu_backends()
+    roofline.emit({"kind": "device", "device": roofline.device_name(), **roofline.versions()})
+    rows = []
+    for variant in [v for v in args.variants.split(",") if v]:
+        group = []
+        for backend in backends:
+            try:
+                group.append(bench_predict(variant, backend, args.size, args.patch, args.repeats))
+            except Exception as exc:
+                group.append({"kind": "predict", "variant": variant, "backend": backend, "error": repr(exc)[:300]})
+            torch.cuda.empty_cache()
+        ref = next((r for r in group if r["backend"] == "mamba-ssm" and "seconds" in r), None)
+        for r in group:
+            if ref and "seconds" in r:
+                r["speedup_vs_mamba_ssm"] = ref["seconds"] / r["seconds"]
+            roofline.emit(r)
+        rows += group
+    print(f"\n# sliding-window prediction {args.size}³, patch {args.patch}³, device: {roofline.device_name()}")
+    roofline.table(rows, ["variant", "backend", "seconds", "speedup_vs_mamba_ssm", "peak_gib"])
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="umamba bench predict", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Shared pieces of the GPU benchmarks: device naming, timing, the HBM roofline, scan backends side by side,
+and the output format (one JSON object per line on stdout, then a short table).
+
+Every record names the device; comparisons are made within one process on one device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import sys
+from typing import Callable, Iterable
+
+import torch
+
+# U-Mamba shapes (../shared/docs/umamba-architecture.md §9): Enc 3D spatial-token layers (b=2, n=16),
+# the channel-token layer, Bot's bottleneck, and the three shapes of the mamba-ssm baseline.
+ENC3D_SHAPES = [  # (name, d_model, l)
+    ("enc3d-s0", 32, 2_097_152),
+    ("enc3d-s1", 64, 262_144),
+    ("enc3d-s2", 128, 32_768),
+    ("enc3d-s3", 256, 4_096),
+    ("enc3d-s4", 320, 512),
+    ("enc3d-s5-channel", 64, 320),
+    ("bot3d", 320, 64),
+]
+BASELINE_SCAN_SHAPES = [("base-d640-l216", 640, 216), ("base-d128-l32k", 128, 32_768),
+                        ("base-d64-l262k", 64, 262_144)]  # (name, d_inner, l)
+
+
+def device_name(device: torch.device | None = None) -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+def versions() -> dict:
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda}
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        pass
+    try:
+        from importlib.metadata import version
+        info["mamba_ssm"] = version("mamba_ssm")
+    except Exception:
+        pass
+    return info
+
+
+def cuda_time_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 10) -> float:
+    """Median wall time of fn() in ms, measured with CUDA events around each call (after warm-up)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def copy_bandwidth_gbs(nbytes: int = 2 << 30) -> float:
+    """Measured device-to-device copy bandwidth (bytes read + written per second), the memory ceiling."""
+    src = torch.empty(nbytes // 4, device="cuda", dtype=torch.float32).uniform_()
+    dst = torch.empty_like(src)
+    ms = cuda_time_ms(lambda: dst.copy_(src), warmup=3, reps=20)
+    del src, dst
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def scan_bytes(b: int, d: int, l: int, n: int, elem: int = 4) -> dict:
+    """Bytes a selective scan must move (each input read once, each output written once).
+
+    fwd:      u, delta, z, B, C in, out out                                   (4d + 2n) per token
+    fwd_bwd:  fwd + (u, delta, z, B, C, dout in; du, ddelta, dz, dB, dC out)  (11d + 6n) per token
+    issue:    the figure the issue's target names, (5d + 2n) per token
+    """
+    tokens = b * l
+    return {"fwd": tokens * (4 * d + 2 * n) * elem, "fwd_bwd": tokens * (11 * d + 6 * n) * elem,
+            "issue": tokens * (5 * d + 2 * n) * elem}
+
+
+# ------------------------------------------------------------------------------------ scan backends side by side
+class _MambaSsmScan(torch.autograd.Function):
+    """The calls mamba-ssm's SelectiveScanFn makes to its compiled kernel (fwd/bwd, B and C given a group axis,
+    x and the ungated out kept for backward); used when the mamba_ssm package itself does not import."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        import selective_scan_cuda
+        u, delta, z = (None if t is None else (t if t.stride(-1) == 1 else t.contiguous()) for t in (u, delta, z))
+        B, C = B.contiguous().unsqueeze(1), C.contiguous().unsqueeze(1)
+        out, x, *rest = selective_scan_cuda.fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, x, out)
+        ctx.delta_softplus = delta_softplus
+        return rest[0] if z is not None else out
+
+    @staticmethod
+    def backward(ctx, dout):
+        import selective_scan_cuda
+        u, delta, A, B, C, D, z, delta_bias, x, out = ctx.saved_tensors
+        du, ddelta, dA, dB, dC, dD, ddelta_bias, *rest = selective_scan_cuda.bwd(
+            u, delta, A, B, C, D, z, delta_bias, dout.contiguous(), x, out if z is not None else None, None,
+            ctx.delta_softplus, False)
+        return (du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD if D is not None else None,
+                rest[0] if z is not None else None, ddelta_bias if delta_bias is not None else None, None)
+
+
+def mamba_ssm_scan_fn():
+    """mamba-ssm's `selective_scan_fn` when its compiled kernel imports (else None); if only the extension
+    imports, not the mamba_ssm package, the same kernel calls through _MambaSsmScan."""
+    try:
+        import selective_scan_cuda  # noqa: F401  (torch is imported first: libc10.so)
+    except Exception:
+        return None
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        return selective_scan_fn
+    except Exception:
+        return lambda u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False: \
+            _MambaSsmScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def dispatcher_has(backend: str) -> bool:
+    from umamba.mamba.scan import available_backends
+    return bool(available_backends().get(backend))
+
+
+@contextlib.contextmanager
+def scan_backend(name: str):
+    """Route every `selective_scan` call of umamba's Mamba block to one backend for the duration.
+
+    "triton" and "portable" go through the dispatcher (UMAMBA_SCAN_BACKEND). "mamba-ssm" uses the dispatcher's
+    "cuda" backend when it is available; otherwise the block's scan is pointed at mamba-ssm's selective_scan_fn
+    directly (benchmark-only, so the comparison can run before the dispatcher's cuda backend exists).
+    """
+    import umamba.mamba.block as block
+
+    saved_env = os.environ.get("UMAMBA_SCAN_BACKEND")
+    saved_fn = block.selective_scan
+    try:
+        if name == "mamba-ssm":
+            if dispatcher_has("cuda"):
+                os.environ["UMAMBA_SCAN_BACKEND"] = "cuda"
+            else:
+                fn = mamba_ssm_scan_fn()
+                if fn is None:
+                    raise RuntimeError("mamba-ssm's selective_scan_cuda does not import")
+
+                def direct(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, **_):
+                    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+                block.selective_scan = direct
+        else:
+            os.environ["UMAMBA_SCAN_BACKEND"] = name
+        yield
+    finally:
+        block.selective_scan = saved_fn
+        if saved_env is None:
+            os.environ.pop("UMAMBA_SCAN_BACKEND", None)
+        else:
+            os.environ["UMAMBA_SCAN_BACKEND"] = saved_env
+
+
+def available_gpu_backends() -> list[str]:
+    names = []
+    if dispatcher_has("triton"):
+        names.append("triton")
+    if dispatcher_has("cuda") or mamba_ssm_scan_fn() is not None:
+        names.append("mamba-ssm")
+    return names
+
+
+# ------------------------------------------------------------------------------------------------------ output
+def emit(record: dict, stream=None) -> None:
+    print(json.dumps(record, default=str), file=stream or sys.stdout, flush=True)
+
+
+def table(rows: Iterable[dict], columns: list[str], stream=None) -> None:
+    rows = list(rows)
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    out = stream or sys.stdout
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)), file=out)
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)), file=out)
+    out.flush()
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
