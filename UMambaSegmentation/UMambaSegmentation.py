@@ -39,11 +39,17 @@ class UMambaSegmentationWidget(ScriptedLoadableModuleWidget):
         self.panel = SegmentationPanel(self.ui, slicer.mrmlScene)
         # Dependencies section (see UMambaSegmentationLib/Dependencies*.py)
         # Training section (see UMambaSegmentationLib/TrainingWidget.py)
+        from UMambaSegmentationLib.TrainingWidget import TrainingSection
+        self.training = TrainingSection(self.layout, self.resourcePath("UI/UMambaTraining.ui"), slicer.mrmlScene,
+                                        storeFolder=lambda: self.panel.store.folder,
+                                        onModelReady=self.panel.selectModel)
         self.layout.addStretch(1)
 
     def cleanup(self):
         if hasattr(self, "panel"):
             self.panel.cleanup()
+        if hasattr(self, "training"):
+            self.training.cleanup()
 
 
 class UMambaSegmentationLogic(ScriptedLoadableModuleLogic):
