@@ -162,3 +162,34 @@ def test_real_nrrd_pairs_from_pyradiomics(shared_data, tmp_path):
         np.testing.assert_array_equal(voxels(written), voxels(src / f"{cid}_label.nrrd") > 0)
         assert same_geometry(written, src / f"{cid}_image.nrrd")
         np.testing.assert_array_equal(voxels(out / "imagesTr" / f"{cid}_0000.nii.gz"), voxels(src / f"{cid}_image.nrrd"))
+
+
+def test_old_slicer_segmentation_with_one_layer_per_segment(tmp_path):
+    """Files from Slicer < 4.11: a 4D NRRD, one layer per segment, no LabelValue/Layer fields (written here with
+    pynrrd the way those Slicer versions wrote them)."""
+    nrrd = pytest.importorskip("nrrd")
+    src = tmp_path / "old"
+    src.mkdir()
+    masks = []
+    for cid in ("p", "q"):
+        image = case_arrays(50)[0]
+        write_image(src / f"{cid}.nii.gz", image, direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+        kidney = np.zeros(SHAPE, np.uint8)
+        kidney[1:3, 1:4, 1:5] = 1
+        cyst = np.zeros(SHAPE, np.uint8)
+        cyst[4:6, 6:9, 7:12] = 1
+        # NRRD axis order is x, y, z (fastest first): (layers, x, y, z)
+        data = np.stack([kidney.transpose(2, 1, 0), cyst.transpose(2, 1, 0)])
+        header = {"type": "unsigned char", "dimension": 4, "space": "left-posterior-superior",
+                  "kinds": ["list", "domain", "domain", "domain"],
+                  "space directions": [[np.nan] * 3, [1.0, 0, 0], [0, 1.0, 0], [0, 0, 2.0]],
+                  "space origin": [0.0, 0.0, 0.0], "encoding": "gzip",
+                  "Segment0_ID": "kidney", "Segment0_Name": "kidney",
+                  "Segment1_ID": "cyst", "Segment1_Name": "cyst"}
+        nrrd.write(str(src / f"{cid}.seg.nrrd"), data, header)
+        masks.append((kidney, cyst))
+    plan = inspect_source(src)
+    assert plan.labels == {"background": 0, "kidney": 1, "cyst": 2}
+    out = write_dataset(plan, tmp_path / "raw", "Old")
+    kidney, cyst = masks[0]
+    np.testing.assert_array_equal(voxels(out / "labelsTr" / "p.nii.gz"), kidney + 2 * cyst)
