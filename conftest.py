@@ -17,3 +17,61 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is not present (real datasets are only beside the project checkout)")
     return SHARED_DATA
+
+
+# -- a tiny trained U-Mamba model (helper H3a) ------------------------------------------------------------------------
+# One synthetic phantom dataset per test session, planned and trained through the real `umamba` command line.
+TINY_DATASET = "Dataset990_TinyPhantom"
+
+
+def umamba_env(workspace: Path | None = None, **extra: str) -> dict:
+    """Environment for `umamba` subprocesses in tests: no inherited nnUNet_* paths, few CPU workers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env.update(nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1")
+    if workspace is not None:
+        env["UMAMBA_HOME"] = str(Path(workspace) / "umamba_home")
+    env.update(extra)
+    return env
+
+
+def run_umamba(args: list[str], workspace: Path, timeout: float = 600, **env: str):
+    """Run `python -m umamba ARGS --workspace WORKSPACE`; returns the CompletedProcess (text stdout/stderr)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "umamba", *args, "--workspace", str(workspace)],
+                          env=umamba_env(workspace, **env), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tmp_path_factory) -> Path:
+    """A workspace (nnUNet_raw / nnUNet_preprocessed / nnUNet_results) holding Dataset990_TinyPhantom: 4 training
+    and 2 test cases (imagesTs + labelsTs) of 16x16x16 voxels, 1 channel, label 1 = "object", planned and
+    preprocessed for 2d and 3d_fullres with the real `umamba plan`."""
+    from umamba.synthetic import make_phantom_dataset
+
+    workspace = tmp_path_factory.mktemp("tiny_workspace")
+    make_phantom_dataset(workspace / "nnUNet_raw", 990, "TinyPhantom", n_cases=4, shape=(16, 16, 16), n_test=2,
+                         seed=990)
+    proc = run_umamba(["plan", "990", "-c", "2d", "3d_fullres"], workspace)
+    if proc.returncode != 0:
+        pytest.fail(f"umamba plan failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return workspace
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model(tiny_workspace) -> Path:
+    """The nnU-Net model folder of U-Mamba Bot (nnUNetTrainerUMambaBot__nnUNetPlans__3d_fullres) trained with the
+    real `umamba train 990 3d_fullres all -tr bot` for 1 epoch of 2 iterations on the tiny phantom (not a useful
+    model, but a complete one): dataset.json, plans.json, fold_all/checkpoint_final.pth. Its raw dataset (with
+    imagesTs/labelsTs) is `trained_tiny_model.parents[2] / "nnUNet_raw" / "Dataset990_TinyPhantom"`; the
+    `--progress-json` events of the training are in `tiny_workspace / "train_bot_events.jsonl"`."""
+    proc = run_umamba(["train", "990", "3d_fullres", "all", "-tr", "bot", "--epochs", "1",
+                       "--iterations-per-epoch", "2", "--val-iterations", "1", "--no-final-validation",
+                       "--device", "cpu", "--progress-json"], tiny_workspace)
+    (tiny_workspace / "train_bot_events.jsonl").write_text(proc.stdout)
+    if proc.returncode != 0:
+        pytest.fail(f"umamba train failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    model = (tiny_workspace / "nnUNet_results" / TINY_DATASET / "nnUNetTrainerUMambaBot__nnUNetPlans__3d_fullres")
+    assert (model / "fold_all" / "checkpoint_final.pth").is_file(), proc.stderr[-3000:]
+    return model

@@ -1,0 +1,294 @@
+"""`umamba train`: instantiate our trainer classes ourselves and drive nnU-Net's training loop.
+
+Mirrors nnU-Net's run_training (continue / pretrained weights / final validation / DDP via its setup_ddp) but never
+looks trainers up by name inside nnunetv2, so nothing has to be installed into nnU-Net's package.
+
+Call `prepare_process(device)` before nnunetv2 is first imported: nnU-Net reads its worker counts at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from umamba.errors import UserError
+from umamba.nnunet import compat
+from umamba.nnunet.datasets import find_dataset_folder
+from umamba.nnunet.process_safety import die_with_parent
+from umamba.nnunet.trainer_names import TRAINER_ALIASES, TRAINER_NAMES, model_folder_name
+from umamba.progress import Reporter
+
+SETTINGS_FILE = "umamba_train_settings.json"
+
+
+@dataclass
+class TrainRequest:
+    dataset: str
+    configuration: str
+    fold: str
+    trainer: str = "bot"
+    epochs: int | None = None
+    iterations_per_epoch: int | None = None
+    val_iterations: int | None = None
+    continue_training: bool = False
+    device: str | None = None
+    pretrained: str | None = None
+    num_gpus: int = 1
+    compile: bool = False
+    final_validation: bool = True
+    plans: str = "nnUNetPlans"
+
+
+def resolve_trainer_name(name: str) -> str:
+    key = name.strip()
+    if key.lower() in TRAINER_ALIASES:
+        return TRAINER_ALIASES[key.lower()]
+    if key in TRAINER_NAMES:
+        return key
+    raise UserError(f"unknown trainer {name!r}",
+                    f"use one of {', '.join(TRAINER_ALIASES)} or a full name: {', '.join(TRAINER_NAMES)}")
+
+
+def pick_device(requested: str | None) -> str:
+    import torch
+
+    if requested is None:
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if requested not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device {requested!r}", "use cpu, cuda or mps")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but torch sees no CUDA GPU",
+                        "use --device cpu, or install a CUDA build of torch (`umamba doctor` shows what is installed)")
+    if requested == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UserError("--device mps was requested but this machine has no usable Apple GPU", "use --device cpu")
+    return requested
+
+
+def parse_fold(fold) -> int | str:
+    text = str(fold).strip()
+    if text == "all":
+        return "all"
+    if text.isdigit():
+        return int(text)
+    raise UserError(f"fold must be 'all' or a number (0-4 for nnU-Net's 5-fold split), got {fold!r}")
+
+
+def prepare_process(device: str, num_gpus: int = 1) -> None:
+    """Worker counts and thread settings for this device, set before nnunetv2 is imported."""
+    cpus = os.cpu_count() or 2
+    if device != "cuda":
+        # nnU-Net sizes its augmentation workers for GPU servers (12 per GPU); on CPU they compete with training.
+        os.environ.setdefault("nnUNet_n_proc_DA", str(max(0, min(2, cpus // 2 - 1))))
+        os.environ.setdefault("nnUNet_def_n_proc", str(max(1, min(4, cpus // 2))))
+    die_with_parent()
+
+
+def check_request(req: TrainRequest) -> None:
+    if req.epochs is not None and req.epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    for name in ("iterations_per_epoch", "val_iterations"):
+        value = getattr(req, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if req.continue_training and req.pretrained:
+        raise UserError("--continue and --pretrained cannot be combined",
+                        "pretrained weights only initialise a new training; --continue resumes an existing one")
+    if req.pretrained and not Path(req.pretrained).is_file():
+        raise UserError(f"pretrained checkpoint {req.pretrained} does not exist")
+    if req.num_gpus < 1:
+        raise UserError("--num-gpus must be at least 1")
+    if req.num_gpus > 1:
+        if req.device not in (None, "cuda"):
+            raise UserError(f"--num-gpus {req.num_gpus} needs CUDA GPUs, but --device {req.device} was given",
+                            "multi-GPU training uses nnU-Net's DDP path, which only runs on CUDA")
+        import torch
+
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if available < req.num_gpus:
+            raise UserError(f"--num-gpus {req.num_gpus} needs {req.num_gpus} CUDA GPUs, but torch sees {available}",
+                            "lower --num-gpus, or run on a machine with more GPUs (CUDA_VISIBLE_DEVICES selects them)")
+
+
+def _load_plans(preprocessed_root: Path, req: TrainRequest) -> tuple[Path, dict, dict]:
+    folder = find_dataset_folder(preprocessed_root, req.dataset, "nnUNet_preprocessed",
+                                 f"plan it first: umamba plan {req.dataset}")
+    plans_file = folder / f"{req.plans}.json"
+    if not plans_file.is_file():
+        raise UserError(f"{plans_file} does not exist", f"plan the dataset first: umamba plan {req.dataset}")
+    plans = json.loads(plans_file.read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    configs = plans.get("configurations", {})
+    if req.configuration not in configs:
+        raise UserError(f"configuration {req.configuration!r} is not in {plans_file.name} "
+                        f"(available: {', '.join(configs)})", "choose one of the available configurations")
+    data_identifier = configs[req.configuration].get("data_identifier") or f"{req.plans}_{req.configuration}"
+    if not (folder / data_identifier).is_dir():
+        raise UserError(f"configuration {req.configuration} of {folder.name} is planned but not preprocessed",
+                        f"run: umamba plan {folder.name} -c {req.configuration}")
+    return folder, plans, dataset_json
+
+
+def _settings(output_folder: Path) -> dict:
+    try:
+        return json.loads((output_folder / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_settings(output_folder: Path, settings: dict) -> None:
+    output_folder.mkdir(parents=True, exist_ok=True)
+    tmp = output_folder / f".{SETTINGS_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(settings, indent=2))
+    os.replace(tmp, output_folder / SETTINGS_FILE)
+
+
+def build_trainer(req: TrainRequest, preprocessed_root: Path, device: str, reporter: Reporter | None):
+    """Our trainer instance, configured from the request (and, with --continue, the run's saved settings)."""
+    import torch
+
+    from umamba.nnunet.trainers import TRAINER_CLASSES
+
+    _folder, plans, dataset_json = _load_plans(preprocessed_root, req)
+    cls = TRAINER_CLASSES[resolve_trainer_name(req.trainer)]
+    torch_device = torch.device(device)
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer = cls(plans=compat.trainer_plans(plans, req.continue_training), configuration=req.configuration,
+                      fold=parse_fold(req.fold), dataset_json=dataset_json, device=torch_device)
+    trainer.reporter = reporter
+    saved = _settings(Path(trainer.output_folder)) if req.continue_training else {}
+    epochs = req.epochs or saved.get("epochs") or trainer.num_epochs
+    iterations = req.iterations_per_epoch or saved.get("iterations_per_epoch") or trainer.num_iterations_per_epoch
+    val_iterations = req.val_iterations or saved.get("val_iterations") or trainer.num_val_iterations_per_epoch
+    trainer.num_epochs, trainer.num_iterations_per_epoch = int(epochs), int(iterations)
+    trainer.num_val_iterations_per_epoch = int(val_iterations)
+    return trainer
+
+
+def _existing_checkpoint(output_folder: Path) -> Path | None:
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
+        if (output_folder / name).is_file():
+            return output_folder / name
+    return None
+
+
+def _train_one_process(req: TrainRequest, preprocessed_root: Path, device: str, reporter: Reporter | None,
+                       rank: int = 0) -> Path:
+    import torch
+
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    trainer = build_trainer(req, preprocessed_root, device, reporter)
+    output_folder = Path(trainer.output_folder)
+    cont = req.continue_training
+    if cont:
+        ckpt = _existing_checkpoint(output_folder)
+        if ckpt is None:
+            if reporter:
+                reporter.log(f"--continue: no checkpoint in {output_folder}; starting a new training",
+                             level="warning")
+            cont = False
+        elif reporter:
+            reporter.log(f"continuing from {ckpt}")
+    if rank == 0:
+        _write_settings(output_folder, {"trainer": type(trainer).__name__, "epochs": trainer.num_epochs,
+                                        "iterations_per_epoch": trainer.num_iterations_per_epoch,
+                                        "val_iterations": trainer.num_val_iterations_per_epoch})
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    with contextlib.redirect_stdout(sys.stderr):
+        maybe_load_checkpoint(trainer, cont, False, req.pretrained)
+        if torch.cuda.is_available() and device == "cuda":
+            torch.backends.cudnn.deterministic = False
+            torch.backends.cudnn.benchmark = True
+        if reporter:
+            reporter.stage("train", f"training {type(trainer).__name__} {req.configuration} fold {req.fold} on "
+                                    f"{device}: epochs {trainer.current_epoch + 1}..{trainer.num_epochs} of "
+                                    f"{trainer.num_iterations_per_epoch} iterations")
+        trainer.run_training()
+        if req.final_validation:
+            if reporter:
+                reporter.stage("validation", "final validation: sliding-window prediction of the validation cases")
+            trainer.perform_actual_validation(False)
+    return Path(trainer.output_folder_base)
+
+
+# -- multi-GPU: nnU-Net's DDP path (its setup_ddp/cleanup_ddp and the trainer's DDP code), our trainer classes ---
+class _QueueReporter(Reporter):
+    """Rank 0's reporter in a DDP worker: events travel to the parent, which writes them."""
+
+    def __init__(self, queue):
+        super().__init__(json_mode=True, stream=sys.stderr)
+        self._queue = queue
+
+    def emit(self, event, **fields):
+        self._queue.put((event, fields))
+
+
+def _ddp_worker(rank: int, req_dict: dict, preprocessed_root: str, world_size: int, queue) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from nnunetv2.run.run_training import cleanup_ddp, setup_ddp
+
+    setup_ddp(rank, world_size)
+    torch.cuda.set_device(torch.device("cuda", dist.get_rank()))
+    reporter = _QueueReporter(queue) if rank == 0 else None
+    try:
+        _train_one_process(TrainRequest(**req_dict), Path(preprocessed_root), "cuda", reporter, rank)
+    finally:
+        cleanup_ddp()
+
+
+def _train_ddp(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -> Path:
+    import torch.multiprocessing as mp
+
+    from nnunetv2.run.run_training import find_free_network_port
+
+    os.environ["MASTER_ADDR"] = "localhost"
+    os.environ.setdefault("MASTER_PORT", str(find_free_network_port()))
+    queue = mp.get_context("spawn").SimpleQueue()
+
+    def forward_events():
+        while True:
+            item = queue.get()
+            if item is None:
+                return
+            reporter.emit(item[0], **item[1])
+
+    forwarder = threading.Thread(target=forward_events, daemon=True)
+    forwarder.start()
+    try:
+        mp.spawn(_ddp_worker, args=(asdict(req), str(preprocessed_root), req.num_gpus, queue),
+                 nprocs=req.num_gpus, join=True)
+    finally:
+        queue.put(None)
+        forwarder.join(timeout=10)
+    folder, plans, _ = _load_plans(preprocessed_root, req)
+    name = model_folder_name(resolve_trainer_name(req.trainer), plans.get("plans_name", req.plans), req.configuration)
+    return Path(os.environ["nnUNet_results"]) / folder.name / name
+
+
+def train(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -> Path:
+    """Run one training; returns the model folder (with dataset.json, plans.json, fold_X/checkpoint_*.pth)."""
+    compat.require_supported_nnunet()
+    check_request(req)
+    resolve_trainer_name(req.trainer)
+    parse_fold(req.fold)
+    device = pick_device(req.device if req.num_gpus == 1 else "cuda")
+    if req.compile:
+        os.environ["nnUNet_compile"] = "1"
+    prepare_process(device, req.num_gpus)
+    if req.num_gpus > 1:
+        _load_plans(preprocessed_root, req)  # report a missing dataset before spawning workers
+        return _train_ddp(req, preprocessed_root, reporter)
+    return _train_one_process(req, preprocessed_root, device, reporter)
