@@ -99,7 +99,10 @@ class Mamba(nn.Module):
         xz = xz.reshape(2 * self.d_inner, b, seqlen).permute(1, 0, 2)
         if self.in_proj.bias is not None:
             xz = xz + self.in_proj.bias.to(dtype=xz.dtype)[:, None]
-        A = -torch.exp(self.A_log.float())                                  # (E, N)
+        # float32 like the original (A_log, D, the Δ bias and the scan state are float32 whatever the input
+        # dtype), except that float64 inputs get a float64 scan throughout
+        sd = torch.float64 if xz.dtype == torch.float64 else torch.float32
+        A = -torch.exp(self.A_log.to(sd))                                   # (E, N)
 
         x, z = xz.chunk(2, dim=1)                                           # (B, E, L) each
         x = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias)     # (B, E, L)
@@ -111,6 +114,6 @@ class Mamba(nn.Module):
         Bm = Bm.reshape(b, seqlen, self.d_state).transpose(1, 2).contiguous()  # (B, N, L)
         Cm = Cm.reshape(b, seqlen, self.d_state).transpose(1, 2).contiguous()  # (B, N, L)
 
-        y = selective_scan(x, dt, A, Bm, Cm, self.D.float(), z=z,
-                           delta_bias=self.dt_proj.bias.float(), delta_softplus=True)  # (B, E, L)
+        y = selective_scan(x, dt, A, Bm, Cm, self.D.to(sd), z=z,
+                           delta_bias=self.dt_proj.bias.to(sd), delta_softplus=True)  # (B, E, L)
         return self.out_proj(y.transpose(1, 2))                              # (B, L, d)

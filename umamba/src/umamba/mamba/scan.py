@@ -66,11 +66,11 @@ def _needs_grad(*tensors) -> bool:
 
 
 def _auto_backend(u: torch.Tensor, needs_grad: bool) -> str:
-    """The `auto` rule: cuda kernel for CUDA tensors when it imports; numba for CPU inference when it imports;
-    else portable. (triton is not chosen automatically yet.)"""
+    """The `auto` rule: the cuda kernel for CUDA tensors when it imports; numba for CPU inference (no gradient,
+    float32/fp16/bf16) when it imports; else portable. (triton is not chosen automatically yet.)"""
     if u.is_cuda and _cuda_available():
         return "cuda"
-    if u.device.type == "cpu" and not needs_grad and _numba_available():
+    if u.device.type == "cpu" and not needs_grad and u.dtype != torch.float64 and _numba_available():
         return "numba"
     return "portable"
 
@@ -107,6 +107,9 @@ def resolve_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
         if needs_grad:
             raise UserError("the 'numba' selective-scan backend is inference-only (no autograd)",
                             "run under torch.no_grad() or use backend='portable'")
+        if u.dtype == torch.float64:
+            raise UserError("the 'numba' selective-scan backend computes in float32; got float64 inputs",
+                            "use backend='portable' for a float64 scan")
     elif choice == "triton":
         if _triton_module() is None:
             raise UserError("the 'triton' selective-scan backend was requested but umamba.mamba.scan_triton "
