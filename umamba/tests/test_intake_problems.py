@@ -158,3 +158,21 @@ def test_a_failure_while_writing_leaves_no_partial_dataset(tmp_path):
     with pytest.raises(RuntimeError):
         write_dataset(plan, raw, "Broken")
     assert list(raw.iterdir()) == []
+
+
+def test_a_partial_folder_of_a_killed_import_is_removed_by_the_next(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        image, label = case_arrays(i)
+        write_image(src / f"c{i}.nii.gz", image)
+        write_image(src / f"c{i}_seg.nii.gz", label)
+    raw = tmp_path / "raw"
+    dead = subprocess.Popen(["true"])  # a process that has ended: its pid no longer runs
+    dead.wait()
+    abandoned = raw / f".Dataset501_Old.{dead.pid}.x1.partial"
+    ongoing = raw / f".Dataset502_Busy.{os.getpid()}.x2.partial"  # another import still running
+    abandoned.mkdir(parents=True)
+    ongoing.mkdir()
+    out = write_dataset(inspect_source(src), raw, "New")
+    assert sorted(p.name for p in raw.iterdir()) == sorted([out.name, ongoing.name])

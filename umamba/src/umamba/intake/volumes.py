@@ -128,6 +128,9 @@ def integer_values(array: np.ndarray) -> np.ndarray | str:
         array = array.astype(np.int64)
     elif not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
         return f"label map has pixel type {array.dtype}, expected integers"
+    if array.dtype in (np.uint8, np.uint16, bool):
+        # Counting is linear in the voxels; np.unique sorts them (seconds for a large CT label map).
+        return np.flatnonzero(np.bincount(np.asarray(array).ravel().astype(np.intp, copy=False))).astype(np.int64)
     values = np.unique(array)
     if values.size and values[0] < 0:
         return f"label map has negative values ({values[0]}): labels must be 0 (background) or positive"

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,7 @@ from umamba.intake.validate import IntakePlan, PlannedCase
 FILE_ENDING = ".nii.gz"
 FIRST_ID = 501          # nnU-Net leaves ids below 500 to public datasets
 DATASET_DIR = re.compile(r"^Dataset(\d{3})_")
+PARTIAL = ".partial"
 
 
 def used_ids(*roots: Path) -> set[int]:
@@ -64,7 +66,8 @@ def write_dataset(plan: IntakePlan, raw: Path, name: str, dataset_id: int | None
         raise UserError(f"dataset id {dataset_id} is already used in {raw} (or its preprocessed/results folders)",
                         f"choose another id (the next free one is {free_id(*roots)}) or leave --id out")
     final = raw / f"Dataset{dataset_id:03d}_{clean_name(name)}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=raw))
+    _remove_abandoned_partials(raw)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=PARTIAL, dir=raw))
     try:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
@@ -82,6 +85,28 @@ def write_dataset(plan: IntakePlan, raw: Path, name: str, dataset_id: int | None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _remove_abandoned_partials(raw: Path) -> None:
+    """A killed import (SIGKILL, power loss) cannot clean up after itself; the next import removes what it left,
+    once the process that wrote it is gone."""
+    for folder in raw.glob(f".Dataset*{PARTIAL}"):
+        parts = folder.name.split(".")
+        pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
+        if pid is not None and not _pid_alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process there: keep the folder
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def _dataset_json(plan: IntakePlan, folder_name: str) -> dict:
