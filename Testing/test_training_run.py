@@ -7,7 +7,6 @@ The tests then check what each part left behind: chart rows, run state, processe
 """
 
 import math
-import os
 import time
 
 import numpy as np
@@ -59,9 +58,15 @@ def pollUntil(presenter, condition, timeout, what):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
-    os.environ["UMAMBA_HOME"] = str(root / "home")   # nothing of the user's own store or workspace is touched
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ.pop(var, None)
+    with pytest.MonkeyPatch.context() as patch:
+        # Nothing of the user's own store or workspace is touched; restored after this module.
+        patch.setenv("UMAMBA_HOME", str(root / "home"))
+        for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            patch.delenv(var, raising=False)
+        yield trainCancelRestartResume(root)
+
+
+def trainCancelRestartResume(root):
     source = root / "My Phantoms"
     writePhantoms(source, 4)
     held_out = writePhantoms(root / "heldout", 1)[0]

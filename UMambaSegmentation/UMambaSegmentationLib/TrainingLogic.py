@@ -19,7 +19,8 @@ from .Errors import UserFacingError
 from .ModelStore import ModelStore, defaultStoreFolder
 from .ProcessRunner import ProcessRunner
 from .TrainingChart import TrainingChart
-from .TrainingRun import CANCELLED, FAILED, FINISHED, RUNNING, STAGES, RunState, TrainingSettings, findRuns
+from .TrainingRun import CANCELLED, FAILED, FINISHED, RUNNING, STAGES, RunState, findRuns
+from .TrainingRun import TrainingSettings  # noqa: F401  (callers build settings with the logic's import)
 from .UmambaCommand import umambaCommand
 
 VARIANTS = ("bot", "enc")

@@ -34,10 +34,6 @@ class Geometry:
     def dim(self) -> int:
         return len(self.size)
 
-    def describe(self) -> str:
-        return (f"size {'x'.join(map(str, self.size))}, spacing "
-                f"{', '.join(f'{s:.4g}' for s in self.spacing)}, origin {', '.join(f'{o:.4g}' for o in self.origin)}")
-
 
 def read_image(path: Path) -> sitk.Image | str:
     """The image, or a one-line reason why it cannot be read."""
@@ -47,20 +43,9 @@ def read_image(path: Path) -> sitk.Image | str:
         return _first_line(exc)
 
 
-def read_header(path: Path) -> Geometry | str:
-    try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-    except Exception as exc:
-        return _first_line(exc)
-    return Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
-                    tuple(reader.GetDirection()), reader.GetNumberOfComponents())
-
-
 def _first_line(exc: Exception) -> str:
     text = " ".join(str(exc).split())
-    # ITK messages start with a source location; the useful part follows the last "): " or "Description:"
+    # ITK messages start with a source file and line; the useful part follows "Description:" (or "ERROR:")
     for marker in ("Description:", "ERROR:"):
         if marker in text:
             text = text.split(marker, 1)[1].strip()
