@@ -7,6 +7,7 @@
         for event in job.poll(): ...                      # every event of every step, plus `training_stage`
     job.state.modelName                                   # in the model store once job.status == "succeeded"
     logic.resume(runState)                                # after cancel, failure or a Slicer restart
+    logic.startFromScene([(volumeNode, segmentationNode), ...], settings)   # cases from the current scene
 
 One run is a chain of `umamba` commands, each a background process through the module's one ProcessRunner:
 import-dataset -> plan -> train --progress-json -> import-model. The run's state (RunState) is saved in the
@@ -14,6 +15,7 @@ training folder after every step and every epoch, and each `epoch_end` adds a ro
 """
 
 import os
+import shutil
 
 from .Errors import UserFacingError
 from .ModelStore import ModelStore, defaultStoreFolder
@@ -297,6 +299,26 @@ class TrainingLogic:
         if not settings.modelStoreFolder and self.storeFolder:
             settings.modelStoreFolder = self.storeFolder
         return TrainingJob(RunState.new(settings), self.scene, self.pythonExecutable).start()
+
+    def startFromScene(self, pairs, settings):
+        """Train on (volume node, segmentation node) pairs of the scene: they are written into the run's folder
+        (TrainingScenePairs) and go through the same intake as a folder would."""
+        from .TrainingScenePairs import exportScenePairs
+
+        settings.datasetName = settings.datasetName or "SceneCases"
+        if not settings.trainingFolder:
+            raise UserFacingError("No training folder chosen.", "Choose where datasets and models are kept.")
+        state = RunState.new(settings)
+        folder = os.path.join(state.folder, "scene_cases")
+        try:
+            settings.source = exportScenePairs(pairs, folder)
+            validateSettings(settings)
+        except Exception:
+            shutil.rmtree(state.folder, ignore_errors=True)  # a failed start leaves no half-written run
+            raise
+        if not settings.modelStoreFolder and self.storeFolder:
+            settings.modelStoreFolder = self.storeFolder
+        return TrainingJob(state, self.scene, self.pythonExecutable).start()
 
     def resume(self, state):
         """Continue a cancelled, failed or interrupted run from its stage (training from its last checkpoint)."""
