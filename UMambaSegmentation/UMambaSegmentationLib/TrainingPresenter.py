@@ -171,7 +171,10 @@ class TrainingPresenter:
         if job.status == "succeeded":
             self.summary = job.summary
             self.state = READY
-            self.statusText = "Ready: press Start training."
+            warnings = list(self.summary.get("warnings") or [])
+            self.logLines = [f"warning: {w}" for w in warnings]
+            self.statusText = "Ready: press Start training." + (
+                f" {len(warnings)} warning(s), see the log." if warnings else "")
         elif job.status == "failed":
             self.state, self.error = INVALID, job.error
             self.statusText = "The folder cannot be used as it is."
