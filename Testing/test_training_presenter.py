@@ -2,6 +2,7 @@
 run is in test_training_run.py). Covers inspection, bad folders, bad settings, a failed import that is resumed,
 and a cancel during planning."""
 
+import os
 import time
 
 import pytest
@@ -80,6 +81,16 @@ def test_idle_then_a_missing_folder_then_a_folder_with_problems(env, tmp_path):
     assert view.state == INVALID and not view.startEnabled
     assert "image without a label file" in view.errorText and "at least 2" in view.errorText
     assert "extra: image without a label file" in presenter.error.details
+    # Fixed in place: entering the same folder again checks it again.
+    os.remove(bad / "extra.nii.gz")
+    goodFolder(tmp_path / "more", n=1)
+    for name in os.listdir(tmp_path / "more"):
+        os.rename(tmp_path / "more" / name, bad / name.replace("case0", "case9"))
+    presenter.setSource(str(bad))
+    waitWhile(presenter, lambda: presenter.state == "inspecting")
+    assert presenter.state == READY and presenter.view().sourceText == "side-by-side layout, 2 cases"
+    presenter.setSource(str(bad))   # the same folder while ready: nothing new starts
+    assert presenter.state == READY
 
 
 def test_bad_settings_fail_before_anything_starts(env, tmp_path):

@@ -54,6 +54,7 @@ class TrainingPresenter:
         self.clock = clock
         self.state = IDLE
         self.source = ""
+        self.channelNames = ""
         self.summary = None
         self.inspectJob = None
         self.job = None
@@ -69,13 +70,14 @@ class TrainingPresenter:
     # -- inputs ----------------------------------------------------------------------------------------------------
     def setSource(self, source, channelNames=""):
         """Check the folder in the background (a dry run of the import)."""
-        if self.state in (RUNNING, INSPECTING) and source == self.source:
-            return
         if self.state == RUNNING:
             return
+        unchanged = (source, channelNames) == (self.source, self.channelNames)
+        if unchanged and self.state in (INSPECTING, READY):
+            return  # the same folder again (the field lost focus); after problems, the same folder is re-checked
         if self.inspectJob is not None:
             self.inspectJob.cancel()
-        self.source, self.summary, self.error = source, None, None
+        self.source, self.channelNames, self.summary, self.error = source, channelNames, None, None
         if not source:
             self.state = IDLE
             self.statusText = "Choose a folder with images and labels."
