@@ -95,9 +95,12 @@ def test_idle_then_a_missing_folder_then_a_folder_with_problems(env, tmp_path):
 
 def test_bad_settings_fail_before_anything_starts(env, tmp_path):
     presenter, _ = env
+    shown = []
+    presenter.onChange = lambda: shown.append(presenter.statusText)
     presenter.setSource(str(goodFolder(tmp_path / "src")))
     waitWhile(presenter, lambda: presenter.state == "inspecting")
     assert presenter.state == READY and presenter.view().sourceText == "side-by-side layout, 3 cases"
+    assert any(text.startswith("Checking case ") and text.endswith("/3: case2") for text in shown), shown
     assert presenter.view().labelsText == "label_1, label_2"
     presenter.setSettings(TrainingSettings(source="", trainingFolder=str(tmp_path / "ws"), epochs=0))
     presenter.start()

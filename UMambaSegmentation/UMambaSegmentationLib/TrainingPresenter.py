@@ -169,7 +169,12 @@ class TrainingPresenter:
 
     def _pollInspect(self):
         job = self.inspectJob
-        job.poll()
+        events = job.poll()
+        for event in events:
+            if event.get("event") == "progress" and event.get("case"):
+                # Every file is read: on a large folder this takes a while, so say how far it is.
+                self.statusText = f"Checking case {int(event.get('current', 0)) + 1}/{event.get('total')}: " \
+                                  f"{event.get('case')}"
         if job.status == "succeeded":
             self.summary = job.summary
             self.state = READY
@@ -180,7 +185,7 @@ class TrainingPresenter:
         elif job.status == "failed":
             self.state, self.error = INVALID, job.error
             self.statusText = "The folder cannot be used as it is."
-        else:
+        elif not events:
             return
         self._changed()
 
