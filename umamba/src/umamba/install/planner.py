@@ -195,10 +195,10 @@ def _kernel_blocker(p: Probe, torch_step: Step, device: str) -> str | None:
     """Why no prebuilt kernel can apply here, or None."""
     if p.os != "linux":
         return f"no Mamba CUDA kernels are published for {p.os}"
-    if not p.torch_version or torch_step.action in (PYTORCHUTILS, PIP, MANUAL):
-        return None  # decided once torch is there (PENDING)
     if not p.gpus:
         return "no NVIDIA GPU found" + (f" ({p.nvidia_smi_error})" if p.nvidia_smi_error else "")
+    if not p.torch_version or torch_step.action in (PYTORCHUTILS, PIP, MANUAL):
+        return None  # decided once torch is there (PENDING)
     if p.torch_cuda is None:
         return f"torch {p.torch_version} is a CPU-only build"
     if device != "cuda":

@@ -247,8 +247,9 @@ def _slicer_version() -> str | None:
         return getattr(app, "applicationVersion", None)
 
 
-def probe(deep: bool = True) -> Probe:
-    """Probe this interpreter's environment. `deep` also runs the subprocess checks (a few seconds)."""
+def probe(deep: bool = True, python: str | None = None) -> Probe:
+    """Probe this interpreter's environment. `deep` also runs the subprocess checks (a few seconds) with `python`
+    (default: this interpreter; inside Slicer pass PythonSlicer, since sys.executable is the application)."""
     from umamba.install.wheels import EXTENSION_MODULE
 
     osn = _os_name()
@@ -265,7 +266,8 @@ def probe(deep: bool = True) -> Probe:
     for pkg, module in EXTENSION_MODULE.items():
         p.kernels[pkg] = "missing" if pkg not in packages else ("not checked" if not deep else None)
     if deep and torch_version:
-        rc, out, err = _run_python(sys.executable, _TORCH_CHECK)
+        python = python or sys.executable
+        rc, out, err = _run_python(python, _TORCH_CHECK)
         if rc == 0:
             facts = json.loads(out.strip().splitlines()[-1])
             p.torch_cuda = facts["cuda"]
@@ -275,7 +277,7 @@ def probe(deep: bool = True) -> Probe:
             p.torch_error = _last_error_line(err)
         for pkg, module in EXTENSION_MODULE.items():
             if p.kernels[pkg] is None:
-                p.kernels[pkg] = check_extension(module) if rc == 0 else "not checked"
+                p.kernels[pkg] = check_extension(module, python) if rc == 0 else "not checked"
     return p
 
 
