@@ -38,6 +38,8 @@ class UMambaSegmentationWidget(ScriptedLoadableModuleWidget):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.panel = SegmentationPanel(self.ui, slicer.mrmlScene)
         # Dependencies section (see UMambaSegmentationLib/Dependencies*.py)
+        from UMambaSegmentationLib.DependenciesWidget import DependenciesSection
+        self.dependencies = DependenciesSection(self.layout, os.path.dirname(__file__))
         # Training section (see UMambaSegmentationLib/TrainingWidget.py)
         from UMambaSegmentationLib.TrainingWidget import TrainingSection
         self.training = TrainingSection(self.layout, self.resourcePath("UI/UMambaTraining.ui"), slicer.mrmlScene,
