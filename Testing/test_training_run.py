@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from test_slicer_helpers import addVolume, newScene, pidAlive, pythonForUmamba
+from test_slicer_helpers import addVolume, newScene, pidAlive, pythonForUmamba, segmentLabelArray
 
 from UMambaSegmentationLib.ModelStore import ModelStore
 from UMambaSegmentationLib.ProcessRunner import descendantPids
@@ -182,7 +182,7 @@ def test_finished_model_is_in_the_store_selected_and_segments_a_volume(run, tmp_
     model = store.modelInfo(state.modelName)
 
     scene = run["scene2"]
-    image, _label = run["heldOut"]
+    image, truth = run["heldOut"]
     volume = addVolume(scene, image, name="held-out phantom", spacing=SPACING)
     job = SegmentationLogic(scene, pythonExecutable=pythonForUmamba(), tempRoot=str(tmp_path)).start(
         model, [volume], SegmentationOptions(device="cpu", disableTta=True))
@@ -195,3 +195,7 @@ def test_finished_model_is_in_the_store_selected_and_segments_a_volume(run, tmp_
     segmentation = job.segmentationNode.GetSegmentation()
     names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
     assert names == ["label_1"]
+    # Six training iterations already find this easy object; a flipped or shifted geometry would not overlap it.
+    predicted = segmentLabelArray(job.segmentationNode, [segmentation.GetNthSegmentID(0)], volume) > 0
+    dice = 2 * np.count_nonzero(predicted & (truth > 0)) / (np.count_nonzero(predicted) + np.count_nonzero(truth))
+    assert dice > 0.2, f"held-out Dice {dice:.3f}"
