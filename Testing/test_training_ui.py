@@ -15,8 +15,12 @@ UI_FILE = MODULE_DIR / "Resources" / "UI" / "UMambaTraining.ui"
 WIDGET_CODE = MODULE_DIR / "UMambaSegmentationLib" / "TrainingWidget.py"
 
 
+_app = None  # one QApplication for the whole test process (another test module may have made it already)
+
+
 def test_training_ui_loads_and_has_every_widget_the_code_binds():
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    global _app
+    _app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     widget = uic.loadUi(str(UI_FILE))
     used = set(re.findall(r"\bui\.([A-Za-z_]\w*)", WIDGET_CODE.read_text()))
     assert len(used) > 20
@@ -33,4 +37,3 @@ def test_training_ui_loads_and_has_every_widget_the_code_binds():
     assert combos["foldComboBox"][0] == "all"
     assert widget.findChild(QtWidgets.QSpinBox, "epochsSpinBox").minimum() == 1
     widget.deleteLater()
-    del app
