@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     if args.no_index and not args.find_links:
         raise UserError("--no-index needs --find-links DIR", "give the folder holding the wheel files")
     find_links = os.path.abspath(args.find_links) if args.find_links else None
-    here = probe(deep=True)
+    here = probe(deep=not args.print_files)  # a target listing needs no subprocess checks
 
     if args.print_files:
         from umamba.install.targets import files_to_fetch, parse_target
