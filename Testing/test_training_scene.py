@@ -103,3 +103,27 @@ def test_bad_pairs_are_refused_and_leave_no_run_behind(tmp_path):
         logic.startFromScene([(volume, segmentation), (volume, None)], settings)
     runs = tmp_path / "ws" / RUNS_FOLDER
     assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_the_scene_s_segmentations_are_found_with_their_volumes_and_exported(tmp_path):
+    scene = newScene()
+    a = addCase(scene, "CT a", 1, ["liver", "tumor"])
+    addCase(scene, "CT b", 2, ["liver"])
+    scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "no volume")       # no reference volume: not a case
+    emptyOnVolume = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
+    emptyOnVolume.SetReferenceImageGeometryParameterFromVolumeNode(a[0])  # no segments: not a case
+    from UMambaSegmentationLib.TrainingScenePairs import scenePairs
+    assert [(v.GetName(), s.GetName()) for v, s in scenePairs(scene)] == [
+        ("CT a", "CT a segmentation"), ("CT b", "CT b segmentation")]
+    folder = TrainingLogic(scene).exportSceneCases(str(tmp_path / "ws"))
+    assert os.path.dirname(folder) == str(tmp_path / "ws" / "scene_cases")
+    plan = inspect_source(folder)
+    assert plan.labels == {"background": 0, "liver": 1, "tumor": 2} and len(plan.cases) == 2
+
+
+def test_exporting_a_scene_with_one_segmentation_leaves_nothing(tmp_path):
+    scene = newScene()
+    addCase(scene, "CT a", 1, ["liver"])
+    with pytest.raises(UserFacingError, match="at least 2"):
+        TrainingLogic(scene).exportSceneCases(str(tmp_path / "ws"))
+    assert not (tmp_path / "ws" / "scene_cases").exists() or not any((tmp_path / "ws" / "scene_cases").iterdir())

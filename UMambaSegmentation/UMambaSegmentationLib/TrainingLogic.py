@@ -16,6 +16,7 @@ training folder after every step and every epoch, and each `epoch_end` adds a ro
 
 import os
 import shutil
+import time
 
 from .Errors import UserFacingError
 from .ModelStore import ModelStore, defaultStoreFolder
@@ -299,6 +300,18 @@ class TrainingLogic:
         if not settings.modelStoreFolder and self.storeFolder:
             settings.modelStoreFolder = self.storeFolder
         return TrainingJob(RunState.new(settings), self.scene, self.pythonExecutable).start()
+
+    def exportSceneCases(self, trainingFolder):
+        """Write every segmentation of the scene with its volume (scenePairs) into a new folder under the training
+        folder; the panel then treats it like a folder the user chose."""
+        from .TrainingScenePairs import exportScenePairs, scenePairs
+
+        folder = os.path.join(trainingFolder, "scene_cases", time.strftime("%Y%m%d-%H%M%S"))
+        try:
+            return exportScenePairs(scenePairs(self.scene), folder)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     def startFromScene(self, pairs, settings):
         """Train on (volume node, segmentation node) pairs of the scene: they are written into the run's folder

@@ -2,6 +2,7 @@
 
     folder = exportScenePairs([(ctNode, liverSegNode), (ct2Node, liver2SegNode)], folder)
     TrainingLogic(scene).start(TrainingSettings(source=folder, ...))
+    scenePairs(scene)   # every segmentation with the volume it was made on (its reference geometry volume)
 
 Each pair becomes `CASE.nrrd` + `CASE.seg.nrrd` (Slicer's own storage nodes write them), the side-by-side layout,
 so segment names become label names and every check of `umamba import-dataset` applies unchanged. The nodes in
@@ -36,6 +37,20 @@ def _write(storageClass, node, path):
                                   "Check that the folder is writable and has free space.")
     finally:
         scene.RemoveNode(storage)
+
+
+def scenePairs(scene):
+    """(volume, segmentation) for every segmentation that has segments and names the volume it was made on
+    (Segment Editor sets that reference when a segmentation is created on a source volume)."""
+    pairs = []
+    nodes = scene.GetNodesByClass("vtkMRMLSegmentationNode")
+    for i in range(nodes.GetNumberOfItems()):
+        segmentation = nodes.GetItemAsObject(i)
+        volume = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
+        if volume is not None and volume.IsA("vtkMRMLScalarVolumeNode") and not volume.IsA(
+                "vtkMRMLLabelMapVolumeNode") and segmentation.GetSegmentation().GetNumberOfSegments() > 0:
+            pairs.append((volume, segmentation))
+    return sorted(pairs, key=lambda p: p[1].GetName())
 
 
 def exportScenePairs(pairs, folder):

@@ -53,6 +53,7 @@ class TrainingSection:
     def _connect(self):
         ui = self.ui
         ui.browseSourceButton.connect("clicked(bool)", self.onBrowseSource)
+        ui.useSceneButton.connect("clicked(bool)", self.onUseScene)
         ui.sourceLineEdit.connect("editingFinished()", self.onSourceChanged)
         ui.channelNamesLineEdit.connect("editingFinished()", self.onSourceChanged)
         ui.browseTrainingFolderButton.connect("clicked(bool)", self.onBrowseTrainingFolder)
@@ -72,6 +73,15 @@ class TrainingSection:
         if folder:
             self.ui.sourceLineEdit.text = folder
             self.onSourceChanged()
+
+    def onUseScene(self):
+        try:
+            folder = self.logic.exportSceneCases(self.ui.trainingFolderLineEdit.text.strip())
+        except Exception as exc:  # UserFacingError (too few pairs, ...) or a write failure
+            slicer.util.errorDisplay(f"Could not use the scene's segmentations: {exc}")
+            return
+        self.ui.sourceLineEdit.text = folder
+        self.onSourceChanged()
 
     def onSourceChanged(self):
         self.presenter.setSource(self.ui.sourceLineEdit.text.strip(), self.ui.channelNamesLineEdit.text.strip())
@@ -136,7 +146,8 @@ class TrainingSection:
         ui.detectedLabel.text = view.sourceText
         ui.labelsLabel.text = view.labelsText
         ui.channelsLabel.text = view.channelsText
-        for widget in (ui.sourceLineEdit, ui.browseSourceButton, ui.datasetNameLineEdit, ui.channelNamesLineEdit,
+        for widget in (ui.sourceLineEdit, ui.browseSourceButton, ui.useSceneButton, ui.datasetNameLineEdit,
+                       ui.channelNamesLineEdit,
                        ui.variantComboBox, ui.configurationComboBox, ui.epochsSpinBox, ui.foldComboBox,
                        ui.deviceComboBox, ui.trainingFolderLineEdit, ui.browseTrainingFolderButton):
             widget.enabled = view.inputsEnabled
