@@ -53,6 +53,9 @@ def validateSettings(settings):
         raise UserFacingError(f"Fold '{settings.fold}' is not valid.", "Use 'all' or 0-4.")
     if not settings.trainingFolder:
         raise UserFacingError("No training folder chosen.", "Choose where datasets and models are kept.")
+    # Absolute paths: the run file must still be right when Slicer starts again from another working folder.
+    settings.source = os.path.abspath(os.path.expanduser(settings.source))
+    settings.trainingFolder = os.path.abspath(os.path.expanduser(settings.trainingFolder))
     try:
         os.makedirs(settings.trainingFolder, exist_ok=True)
     except OSError as exc:
