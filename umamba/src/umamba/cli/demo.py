@@ -30,7 +30,7 @@ class DemoSize:
     val_iterations: int
 
 
-FULL = DemoSize(n_train=6, shape=(32, 48, 48), epochs=8, iterations_per_epoch=25, val_iterations=3)
+FULL = DemoSize(n_train=4, shape=(24, 32, 32), epochs=2, iterations_per_epoch=10, val_iterations=1)
 QUICK = DemoSize(n_train=3, shape=(24, 32, 32), epochs=1, iterations_per_epoch=2, val_iterations=1)
 
 

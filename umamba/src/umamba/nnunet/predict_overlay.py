@@ -35,9 +35,12 @@ def write_overlay_png(image: np.ndarray, truth: np.ndarray, prediction: np.ndarr
     lo, hi = np.percentile(image, [1, 99])
     aspect = float(spacing_zyx[1]) / float(spacing_zyx[2])  # row spacing / column spacing
     colours = ListedColormap(["none", "#ff3b30", "#34c759", "#007aff", "#ffcc00"])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.8), dpi=110)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), dpi=100)
     fig.patch.set_facecolor("white")
-    for ax, labels, name in ((axes[0], truth, "ground truth"), (axes[1], prediction, "U-Mamba prediction")):
+    axes[0].imshow(image[z], cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
+    axes[0].set_title(f"image (slice {z})", fontsize=11)
+    axes[0].axis("off")
+    for ax, labels, name in ((axes[1], truth, "ground truth"), (axes[2], prediction, "U-Mamba prediction")):
         ax.imshow(image[z], cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
         masked = np.ma.masked_where(labels[z] == 0, labels[z])
         ax.imshow(masked, cmap=colours, vmin=0, vmax=4, alpha=0.45, aspect=aspect, interpolation="nearest")
