@@ -17,6 +17,7 @@ Slicer-specific calls are passed in (`SlicerCalls`), so the logic runs and is te
 
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -229,10 +230,11 @@ class DependencyInstaller:
                 clearPending(self.pendingPath)
                 return ("done", self.verify())
             self.calls.log(f"Installing {step['name']}: {step['reason']}")
-            before = installedVersions()
+            before, importedBefore = installedVersions(), set(sys.modules)
             self._runStep(step)
             remaining = remaining[1:]
-            changed = changedImportedPackages(before, installedVersions())
+            # only what was imported BEFORE the step counts: PyTorchUtils imports the torch it just installed
+            changed = changedImportedPackages(before, installedVersions(), importedBefore)
             if changed:
                 savePending(self.pendingPath, remaining, f"restart after {step['name']} changed {changed}")
                 return ("restart", changed)

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest

@@ -76,7 +76,8 @@ def test_fake_nvidia_smi_h100_node(tmp_path):
     done = _doctor(_fake_nvidia_smi(tmp_path / "bin", H100_NODE), "--quick")
     gpus = done["probe"]["gpus"]
     assert [(g["index"], g["name"], g["compute_capability"], g["memory_mib"], g["driver"]) for g in gpus] == [
-        (0, "NVIDIA H100 80GB HBM3", "9.0", 81559, "550.54.15"), (1, "NVIDIA H100 80GB HBM3", "9.0", 81559, "550.54.15")]
+        (0, "NVIDIA H100 80GB HBM3", "9.0", 81559, "550.54.15"),
+        (1, "NVIDIA H100 80GB HBM3", "9.0", 81559, "550.54.15")]
     assert done["probe"]["driver"] == "550.54.15"
 
 

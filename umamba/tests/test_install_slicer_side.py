@@ -5,12 +5,10 @@ the verification subprocess."""
 from __future__ import annotations
 
 import importlib.metadata as md
-import json
 import os
 import sys
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "UMambaSegmentation"))
@@ -93,6 +91,10 @@ def test_restart_is_needed_only_for_imported_packages_that_changed():
     not_imported = next(n for n in ("pynrrd", "seaborn", "graphviz") if n in now)
     before = dict(now, **{not_imported: "0.0.1"})
     assert DI.changedImportedPackages(before, now, modules={}) == []
+    # newly installed and imported only afterwards (PyTorchUtils imports the torch it installed): no restart
+    fresh = {k: v for k, v in now.items() if k != "pytest"}
+    assert DI.changedImportedPackages(fresh, now, modules=set()) == []
+    assert DI.changedImportedPackages(fresh, now, modules={"pytest"}) == ["pytest"]
 
 
 def test_testing_mode_installs_nothing(tmp_path):

@@ -71,5 +71,8 @@ def run(args: argparse.Namespace, reporter) -> int:
                        "run `umamba doctor --verify` and see README, Troubleshooting")
         return 1
     reporter.log(f"verified: Mamba forward+backward on {check['device']} with the {check['backend']} backend")
+    if any(s.action == planner.PENDING for s in plan.steps):
+        reporter.log("torch was installed in this run: run `umamba install` again to add a Mamba CUDA kernel "
+                     "if one fits")
     reporter.done([], plan=plan.to_dict(), steps=result["steps"], verify=check, backend=check["backend"])
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -82,7 +81,7 @@ def check_toolchain(torch_cuda: str | None, nvcc: str | None) -> None:
 
 def build_mamba_kernel(arch: str, sdist: str | None, reporter, jobs: int | None = None,
                        python: str = sys.executable, offline: bool = False) -> dict:
-    from umamba.install.probe import check_extension, find_nvcc, nvcc_version, probe
+    from umamba.install.probe import check_extension, find_nvcc, probe
 
     arch = parse_arch(arch) if arch else ""
     p = probe(deep=True)
