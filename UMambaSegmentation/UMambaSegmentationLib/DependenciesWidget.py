@@ -5,6 +5,7 @@ only when the person presses a button, and nothing is installed in testing mode.
 """
 
 import os
+import sys
 
 import ctk
 import qt
@@ -36,7 +37,12 @@ class DependenciesSection:
         self.logView.maximumHeight = 160
         layout.addWidget(self.logView)
         settingsDir = os.path.dirname(slicer.app.slicerUserSettingsFilePath)
-        self.calls = SlicerCalls(findPythonExecutable(), log=self.log)
+        try:
+            python = findPythonExecutable()
+        except FileNotFoundError as exc:  # shown when a button is pressed, never an error while loading
+            python = sys.executable
+            self.statusLabel.text = str(exc)
+        self.calls = SlicerCalls(python, log=self.log)
         self.installer = DependencyInstaller(moduleDir, settingsDir, self.calls)
         self.checkButton.connect("clicked()", self.onCheck)
         self.installButton.connect("clicked()", self.onInstall)
