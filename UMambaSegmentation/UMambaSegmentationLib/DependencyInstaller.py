@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -245,6 +246,13 @@ class DependencyInstaller:
         action = step["action"]
         if action == "pytorchutils":
             self.calls.installTorch()
+        elif action == "pip" and step["name"] == "umamba" and self.bundle:
+            # build from a copy: the extension's folder may be read-only, and a build writes into its source tree
+            with tempfile.TemporaryDirectory(prefix="umamba-package-") as tmp:
+                copy = os.path.join(tmp, "umamba")
+                shutil.copytree(self.bundle, copy, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__",
+                                                                                  "build", "tests"))
+                self.calls.pipInstall([copy if a == self.bundle else a for a in step["pip_args"]])
         elif action == "pip":
             protect = step.get("protect") or []
             if step["name"] == "nnunetv2" and protect and self.calls.hasPipEnsure():

@@ -135,3 +135,22 @@ def test_slicer_510_keeps_protected_packages_pinned(tmp_path):
     assert seen["pins"].splitlines() == [f"SimpleITK=={md.version('simpleitk')}", f"torch=={md.version('torch')}",
                                          f"requests=={md.version('requests')}"]
     assert not os.path.exists(seen["args"][-1])  # the constraints file is removed afterwards
+
+
+def test_carried_umamba_is_built_from_a_copy(tmp_path):
+    """The umamba step installs a copy of the carried folder (it may be read-only), without tests or build files."""
+    seen = {}
+
+    class Calls(LocalCalls):
+        def pipInstall(self, args):
+            folder = Path(args[-1])
+            seen["args"] = list(args)
+            seen["files"] = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+    inst = DI.DependencyInstaller(MODULE_DIR, str(tmp_path), Calls())
+    inst._runStep({"name": "umamba", "action": "pip", "reason": "r",
+                   "pip_args": ["--no-deps", "--no-build-isolation", inst.bundle]})
+    assert seen["args"][:2] == ["--no-deps", "--no-build-isolation"] and seen["args"][2] != inst.bundle
+    assert "pyproject.toml" in seen["files"] and "src/umamba/__init__.py" in seen["files"]
+    assert not any(f.startswith("tests/") or ".egg-info/" in f for f in seen["files"])
+    assert not Path(seen["args"][2]).exists()  # the copy is removed afterwards
