@@ -9,8 +9,10 @@ File name, as built by the projects' `get_wheel_url()` (setup.py) since mamba-ss
 URL: https://github.com/{repo}/releases/download/{tag}/{file name with '+' as %2B}
 Note that the release tag is not always the version: causal-conv1d 1.6.1's wheels live under tag v1.6.1.post4.
 
-What was published (checked against the release asset lists, Nov 2026; kept conservative — a combination missing
-here only means the portable backend runs, a wrong one would mean a broken install):
+What was published (kept conservative — a combination missing here only means the portable backend runs, a wrong
+one would mean a broken install). 2.3.1 / 1.6.1: from complete listings of those releases' assets. 2.2.4 /
+1.5.0.post8: from the release workflow's build matrix (torch 2.1.2–2.5.1, CUDA 11.8 / 12.3, both ABIs, Python
+3.9–3.13 where torch has it) and asset names seen in use; its torch-2.6 nightly builds are left out.
 - mamba-ssm 2.3.1 / causal-conv1d 1.6.1 (tag v1.6.1.post4): Python 3.10–3.13, cxx11abi TRUE; CUDA 11: torch 2.6,
   2.7 (x86_64); CUDA 12: torch 2.6 (x86_64), 2.7–2.10 (x86_64, aarch64); CUDA 13: torch 2.9, 2.10 (x86_64,
   aarch64). cxx11abi FALSE additionally for torch 2.6 (the PyPI torch 2.6 wheels use the old ABI).
