@@ -47,13 +47,15 @@ def run_umamba(args: list[str], workspace: Path, timeout: float = 600, **env: st
 def tiny_workspace(tmp_path_factory) -> Path:
     """A workspace (nnUNet_raw / nnUNet_preprocessed / nnUNet_results) holding Dataset990_TinyPhantom: 4 training
     and 2 test cases (imagesTs + labelsTs) of 16x16x16 voxels, 1 channel, label 1 = "object", planned and
-    preprocessed for 2d and 3d_fullres with the real `umamba plan`."""
+    preprocessed for 2d and 3d_fullres with the real `umamba plan` (its --progress-json events are in
+    `tiny_workspace / "plan_events.jsonl"`)."""
     from umamba.synthetic import make_phantom_dataset
 
     workspace = tmp_path_factory.mktemp("tiny_workspace")
     make_phantom_dataset(workspace / "nnUNet_raw", 990, "TinyPhantom", n_cases=4, shape=(16, 16, 16), n_test=2,
                          seed=990)
-    proc = run_umamba(["plan", "990", "-c", "2d", "3d_fullres"], workspace)
+    proc = run_umamba(["plan", "990", "-c", "2d", "3d_fullres", "--progress-json"], workspace)
+    (workspace / "plan_events.jsonl").write_text(proc.stdout)
     if proc.returncode != 0:
         pytest.fail(f"umamba plan failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return workspace

@@ -83,7 +83,7 @@ def parse_fold(fold) -> int | str:
     raise UserError(f"fold must be 'all' or a number (0-4 for nnU-Net's 5-fold split), got {fold!r}")
 
 
-def prepare_process(device: str, num_gpus: int = 1) -> None:
+def prepare_process(device: str) -> None:
     """Worker counts and thread settings for this device, set before nnunetv2 is imported."""
     cpus = os.cpu_count() or 2
     if device != "cuda":
@@ -135,6 +135,13 @@ def _load_plans(preprocessed_root: Path, req: TrainRequest) -> tuple[Path, dict,
     if not (folder / data_identifier).is_dir():
         raise UserError(f"configuration {req.configuration} of {folder.name} is planned but not preprocessed",
                         f"run: umamba plan {folder.name} -c {req.configuration}")
+    fold = parse_fold(req.fold)
+    n_cases = len(list((folder / data_identifier).glob("*.pkl")))
+    if fold != "all" and not (folder / "splits_final.json").is_file() and n_cases < 5:
+        raise UserError(f"fold {fold} needs nnU-Net's 5-fold split, which needs at least 5 training cases; "
+                        f"{folder.name} has {n_cases}",
+                        "train fold 'all' (all cases, validation on the training cases) or write your own "
+                        f"{folder / 'splits_final.json'}")
     return folder, plans, dataset_json
 
 
@@ -240,6 +247,7 @@ def _ddp_worker(rank: int, req_dict: dict, preprocessed_root: str, world_size: i
 
     from nnunetv2.run.run_training import cleanup_ddp, setup_ddp
 
+    die_with_parent()  # this worker's own augmentation workers must not outlive it
     setup_ddp(rank, world_size)
     torch.cuda.set_device(torch.device("cuda", dist.get_rank()))
     reporter = _QueueReporter(queue) if rank == 0 else None
@@ -287,7 +295,7 @@ def train(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -> Pat
     device = pick_device(req.device if req.num_gpus == 1 else "cuda")
     if req.compile:
         os.environ["nnUNet_compile"] = "1"
-    prepare_process(device, req.num_gpus)
+    prepare_process(device)
     if req.num_gpus > 1:
         _load_plans(preprocessed_root, req)  # report a missing dataset before spawning workers
         return _train_ddp(req, preprocessed_root, reporter)

@@ -135,7 +135,8 @@ class UMambaTrainerBase(nnUNetTrainer):
         if self.amp_active:
             self.nonfinite_amp_steps += 1
             if self.nonfinite_amp_steps >= self.max_nonfinite_amp_steps:
-                self.switch_to_float32(f"{self.nonfinite_amp_steps} non-finite {what}s under mixed precision")
+                self.switch_to_float32(f"{self.nonfinite_amp_steps} steps with a non-finite {what} under "
+                                       f"mixed precision")
             else:
                 self.warn(f"non-finite {what} under mixed precision at {where}: optimizer step skipped "
                           f"({self.nonfinite_amp_steps}/{self.max_nonfinite_amp_steps} before float32)")
