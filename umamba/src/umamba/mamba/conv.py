@@ -38,5 +38,17 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     width = weight.shape[-1]
     if x.is_cuda and causal_conv1d_kernel() is not None:
         return _causal_conv1d_fn(x, weight.squeeze(1), bias, activation="silu")
+    if x.device.type == "cpu":
+        # W shifted multiply-adds: about twice as fast as oneDNN's depthwise conv on long sequences
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        if bias is not None:
+            out.copy_(bias.to(x.dtype)[:, None].expand_as(x))
+        else:
+            out.zero_()
+        for k in range(width):
+            shift = width - 1 - k                                   # tap k sees x[t - shift]
+            if shift < seqlen:
+                out[..., shift:].addcmul_(x[..., :seqlen - shift], weight[:, 0, k, None])
+        return F.silu(out)
     # padding W-1 on both sides and keeping the first L outputs = left padding only (causal)
     return F.silu(F.conv1d(x, weight, bias, padding=width - 1, groups=x.shape[1])[..., :seqlen])
