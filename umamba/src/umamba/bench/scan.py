@@ -26,6 +26,7 @@ SHAPES = [
     ("bot3d", 320, 64),
 ]
 QUICK_MAX_L = 16_384
+WARMUP_L = 8_192      # warm-up runs (JIT compilation, allocator) use the first steps only
 D_STATE = 16
 
 
@@ -65,9 +66,10 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _time(fn, device, reps: int) -> float:
-    """Minimum wall time of fn() in seconds over `reps` runs after one warm-up run (compilation, caches)."""
-    fn()
+def _time(fn, device, reps: int, warmup=None) -> float:
+    """Minimum wall time of fn() in seconds over `reps` runs, after one warm-up run (compilation, caches) of
+    `warmup` (a shorter problem) or of fn itself."""
+    (warmup or fn)()
     _sync(device)
     best = float("inf")
     for _ in range(reps):
@@ -92,6 +94,11 @@ def _inputs(b, d, l, device):
                 z=uni(b, d, l), delta_bias=torch.zeros(d, device=device))
 
 
+def _prefix(x: dict, length: int) -> dict:
+    """The scan inputs cut to the first `length` steps (views)."""
+    return {k: (v[..., :length] if k in ("u", "delta", "B", "C", "z") else v) for k, v in x.items()}
+
+
 def bench_scan(name, d_model, l, b, backend, device, reps, backward):
     import torch
 
@@ -103,21 +110,22 @@ def bench_scan(name, d_model, l, b, backend, device, reps, backward):
            "n": D_STATE, "l": l, "dtype": "float32"}
     updates = b * d * D_STATE * l
 
-    def forward():
+    def forward(length=l):
         with torch.no_grad():
-            selective_scan(**x, delta_softplus=True, backend=backend)
+            selective_scan(**_prefix(x, length), delta_softplus=True, backend=backend)
 
-    rec["forward_s"] = _time(forward, device, reps)
+    rec["forward_s"] = _time(forward, device, reps, warmup=lambda: forward(min(l, WARMUP_L)))
     rec["forward_updates_per_s"] = updates / rec["forward_s"]
     if backward and backend != "numba":
         for k in ("u", "delta", "B", "C", "z"):
             x[k].requires_grad_()
         gy = torch.ones(b, d, l, device=device)
 
-        def both():
-            selective_scan(**x, delta_softplus=True, backend=backend).backward(gy)
+        def both(length=l):
+            xs = _prefix(x, length)
+            selective_scan(**xs, delta_softplus=True, backend=backend).backward(gy[..., :length])
 
-        rec["forward_backward_s"] = _time(both, device, reps)
+        rec["forward_backward_s"] = _time(both, device, reps, warmup=lambda: both(min(l, WARMUP_L)))
     return rec
 
 
@@ -131,12 +139,12 @@ def bench_layer(name, d_model, l, b, backend, device, reps):
     h = torch.randn(b, l, d_model, device=device)
     os.environ["UMAMBA_SCAN_BACKEND"] = backend
 
-    def forward():
+    def forward(length=l):
         with torch.no_grad():
-            layer(h)
+            layer(h[:, :length])
 
     try:
-        seconds = _time(forward, device, reps)
+        seconds = _time(forward, device, reps, warmup=lambda: forward(min(l, WARMUP_L)))
     finally:
         os.environ.pop("UMAMBA_SCAN_BACKEND", None)
     return {"bench": "layer-forward", "shape": name, "backend": backend, "device": str(device), "b": b,

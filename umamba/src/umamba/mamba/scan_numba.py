@@ -53,8 +53,13 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         Bt = B[..., t0:t1].to(f32).transpose(1, 2).contiguous()          # (b, T, n)
         Ct = C[..., t0:t1].to(f32).transpose(1, 2).contiguous()          # (b, T, n)
         y = torch.empty((b, d, t1 - t0), dtype=f32)
-        scan_chunk(dt.numpy(), du.numpy(), As.numpy(), Bt.numpy(), Ct.numpy(), h.numpy(), y.numpy(), groups,
-                   TIME_BLOCK)
+        # jobs handed out one at a time: on a busy machine a descheduled thread does not hold up the others
+        previous = numba.set_parallel_chunksize(1)
+        try:
+            scan_chunk(dt.numpy(), du.numpy(), As.numpy(), Bt.numpy(), Ct.numpy(), h.numpy(), y.numpy(), groups,
+                       TIME_BLOCK)
+        finally:
+            numba.set_parallel_chunksize(previous)
         if D is not None:
             y.addcmul_(uc, D.to(f32)[:, None])                           # + D u
         if z is not None:
