@@ -3,9 +3,10 @@
 On a machine without a GPU (CI) the kernels run under Triton's interpreter: `test_under_triton_interpreter`
 re-runs this file in a subprocess with TRITON_INTERPRET=1 (the variable must be set before triton is imported,
 so it cannot be switched on inside this process). The interpreter executes every program in Python, so the
-cases are tiny but shaped to exercise every path: several chunks (forward and reverse chunk scans with a carry
+cases are tiny but shaped to exercise every path of both kernel variants ("seq" and "tile"): several chunks (forward and reverse chunk scans with a carry
 between scan tiles), several tiles per chunk, a partial last tile and chunk, a partial channel block, a state
-size that is not a power of two, the single-chunk path, optional D / z / delta_bias / softplus, bf16 inputs.
+size that is not a power of two, the single-chunk path, optional D / z / delta_bias / softplus, bf16 inputs,
+a backward channel block unlike the forward's.
 On a CUDA machine the same cases run on the GPU directly.
 """
 
@@ -62,10 +63,11 @@ def _rel(x, ref):
     return ((x.double().cpu() - ref).norm() / ref.norm()).item()
 
 
-# (b, d, l, n, T, DB, NT, has_d, has_z, has_bias, softplus)
+# (mode, b, d, l, n, T, DB, DB_grad, NT, has_d, has_z, has_bias, softplus)
 CASES = {
-    "chunks_tiles_partial": (1, 3, 13, 3, 4, 2, 2, True, True, True, True),
-    "one_chunk_no_options": (1, 2, 7, 2, 8, 2, 0, False, False, False, False),
+    "seq_chunks_tiles_partial": ("seq", 1, 3, 13, 3, 4, 2, 4, 2, True, True, True, True),
+    "seq_one_chunk_no_options": ("seq", 1, 2, 7, 2, 8, 2, 0, 0, False, False, False, False),
+    "tile_chunks_tiles_partial": ("tile", 1, 3, 13, 3, 4, 2, 0, 2, True, True, True, True),
 }
 
 
@@ -75,8 +77,8 @@ CASES = {
 def test_matches_float64_reference(name, dtype):
     from umamba.mamba.scan_triton import ScanConfig, selective_scan_triton
 
-    b, d, l, n, T, DB, NT, has_d, has_z, has_bias, softplus = CASES[name]
-    if dtype == torch.bfloat16 and name != "chunks_tiles_partial":
+    mode, b, d, l, n, T, DB, DB_grad, NT, has_d, has_z, has_bias, softplus = CASES[name]
+    if dtype == torch.bfloat16 and name != "seq_chunks_tiles_partial":
         pytest.skip("one bf16 case is enough")
     ref_in = _inputs(b, d, l, n, has_d, has_z, has_bias, seed=hash(name) % 1000)
     ref_leaves = {k: (v.clone().requires_grad_() if v is not None else None) for k, v in ref_in.items()}
@@ -92,7 +94,7 @@ def test_matches_float64_reference(name, dtype):
     y_r = reference_scan(**ref_r, softplus=softplus)
     y_r.backward(gy)
     leaves = {k: v.to(DEVICE).requires_grad_() for k, v in low.items()}
-    cfg = ScanConfig(T=T, DB=DB, NT=NT, LB=4, CB=2)
+    cfg = ScanConfig(mode=mode, T=T, DB=DB, DB_grad=DB_grad, NT=NT, LB=4, CB=2)
     y = selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], leaves.get("D"),
                               leaves.get("z"), leaves.get("delta_bias"), softplus, config=cfg)
     assert y.dtype == dtype and y.shape == (b, d, l)
@@ -137,4 +139,4 @@ def test_under_triton_interpreter():
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     passed = re.search(r"(\d+) passed", out)
-    assert passed and int(passed.group(1)) == 4, out[-2000:]
+    assert passed and int(passed.group(1)) == 5, out[-2000:]

@@ -136,10 +136,12 @@ def time_shape(name, b, d, l, n, fns, reps, configs=None):
     if configs:
         from umamba.mamba.scan_triton import selective_scan_triton
         for cfg in configs:
-            variants.append((f"triton[{cfg.T},{cfg.DB},{cfg.warps},{cfg.warps_grad}]",
+            variants.append((f"triton[{cfg.mode},T{cfg.T},DB{cfg.DB}/{cfg.DB_grad},w{cfg.warps}/{cfg.warps_grad},"
+                             f"ps{cfg.per_sm}]",
                              (lambda c: lambda u, dl, A, B, C, D, z, db:
                               selective_scan_triton(u, dl, A, B, C, D, z, db, True, config=c))(cfg), cfg))
     for vname, fn, cfg in variants:
+        extra = {"config": cfg.to_text()} if cfg is not None else {}
         try:
             fwd = roofline.cuda_time_ms(lambda: run_scan(fn, x), reps=reps)
             torch.cuda.reset_peak_memory_stats()
@@ -152,7 +154,7 @@ def time_shape(name, b, d, l, n, fns, reps, configs=None):
         rows.append({"kind": "time", "shape": name, "backend": vname, "b": b, "d": d, "l": l, "n": n,
                      "fwd_ms": fwd, "fwd_bwd_ms": both, "extra_peak_mib": peak,
                      "fwd_TBps": nbytes["fwd"] / fwd / 1e9, "fwd_bwd_TBps": nbytes["fwd_bwd"] / both / 1e9,
-                     "issue_bytes_TBps": nbytes["issue"] / both / 1e9, "device": roofline.device_name()})
+                     "issue_bytes_TBps": nbytes["issue"] / both / 1e9, "device": roofline.device_name(), **extra})
     ref = {r["backend"]: r for r in rows if "fwd_ms" in r}
     if "mamba-ssm" in ref:
         for r in rows:
@@ -162,14 +164,16 @@ def time_shape(name, b, d, l, n, fns, reps, configs=None):
     return rows
 
 
-SWEEP = None
+DEFAULT_SWEEP = ("seq:T=16,DB=16,warps=1,warps_grad=1,per_sm=16;seq:T=16,DB=16,warps=2,warps_grad=2,per_sm=16;"
+                 "seq:T=16,DB=8,warps=1,warps_grad=1,per_sm=16;seq:T=16,DB=32,warps=2,warps_grad=2,per_sm=16;"
+                 "seq:T=16,DB=16,warps=1,warps_grad=1,per_sm=32;seq:T=16,DB=16,warps=1,warps_grad=1,per_sm=8;"
+                 "seq:T=32,DB=16,warps=1,warps_grad=1,per_sm=16;tile:T=32,DB=8,warps=4,warps_grad=4,per_sm=8")
 
 
-def sweep_configs():
+def parse_configs(text):
+    """"mode:key=value,...;..." -> [ScanConfig]"""
     from umamba.mamba.scan_triton import ScanConfig
-    return [ScanConfig(T=32, DB=16, warps=4, warps_grad=8), ScanConfig(T=64, DB=16, warps=4, warps_grad=8),
-            ScanConfig(T=32, DB=8, warps=4, warps_grad=4), ScanConfig(T=64, DB=8, warps=4, warps_grad=8),
-            ScanConfig(T=16, DB=16, warps=4, warps_grad=4), ScanConfig(T=128, DB=8, warps=8, warps_grad=8)]
+    return [ScanConfig.parse(item) for item in text.split(";") if item.strip()]
 
 
 def all_shapes(b=2, n=16):
@@ -183,6 +187,9 @@ def main(argv=None) -> int:
     p.add_argument("--shapes", default="", help="comma-separated shape names (default: all)")
     p.add_argument("--check", action="store_true", help="compare with float64 references")
     p.add_argument("--sweep", action="store_true", help="also time several Triton launch configurations")
+    p.add_argument("--configs", default=DEFAULT_SWEEP, help="the configurations of --sweep: "
+                   "'mode:key=value,...;...' with ScanConfig fields")
+    p.add_argument("--only-sweep", action="store_true", help="time only the --sweep configurations")
     p.add_argument("--reps", type=int, default=10)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -199,13 +206,21 @@ def main(argv=None) -> int:
             rec = check_shape(name, b, d, l, n, fns)
             roofline.emit(rec)
             checks.append(rec)
-        for r in time_shape(name, b, d, l, n, fns, args.reps, sweep_configs() if args.sweep else None):
+        configs = parse_configs(args.configs) if args.sweep or args.only_sweep else None
+        for r in time_shape(name, b, d, l, n, {} if args.only_sweep else fns, args.reps, configs):
             if "fwd_bwd_TBps" in r:
                 r["fwd_bwd_roofline_frac"] = r["fwd_bwd_TBps"] * 1e3 / bw
                 r["issue_roofline_frac"] = r["issue_bytes_TBps"] * 1e3 / bw
             roofline.emit(r)
             rows.append(r)
         torch.cuda.empty_cache()
+    sweep_rows = [r for r in rows if "config" in r and "fwd_bwd_ms" in r]
+    if sweep_rows:  # the configuration with the smallest summed fwd+bwd time over the swept shapes
+        totals = {}
+        for r in sweep_rows:
+            totals[r["config"]] = totals.get(r["config"], 0.0) + r["fwd_bwd_ms"]
+        best = min(totals, key=totals.get)
+        roofline.emit({"kind": "best_config", "config": best, "sum_fwd_bwd_ms": totals[best]})
     print(f"\n# device: {roofline.device_name()}, copy bandwidth {bw:.0f} GB/s", flush=True)
     roofline.table(rows, ["shape", "backend", "fwd_ms", "fwd_bwd_ms", "speedup_fwd_bwd_vs_mamba_ssm",
                           "fwd_bwd_TBps", "fwd_bwd_roofline_frac", "issue_roofline_frac", "extra_peak_mib"])

@@ -30,6 +30,7 @@ from umamba.errors import UserError
 import triton  # an ImportError here tells the dispatcher that this backend is unavailable
 
 from umamba.mamba import scan_triton_kernels as _k
+from umamba.mamba import scan_triton_seq_kernels as _s
 
 
 def interpreting() -> bool:
@@ -47,18 +48,50 @@ def is_available(device: torch.device | str | None = None) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class ScanConfig:
-    """Launch shape. T: steps per tile; DB: channels per program; NT: tiles per chunk (0 = choose from the
-    shape); warps: warps per program of the per-chunk kernels; LB/CB: lanes and chunks per chunk-scan tile."""
-    T: int = 32
+    """Launch shape. mode: "seq" (per-chunk kernels step through time, scan_triton_seq_kernels.py) or "tile"
+    (tiles of T steps scanned with tl.associative_scan, scan_triton_kernels.py). T: steps per tile (seq: the
+    spacing of the states kept for backward); DB: channels per program; NT: tiles per chunk (0 = choose so that
+    there are about `per_sm` programs per multiprocessor); DB_grad: channels per program of the backward kernels
+    (0 = DB); warps / warps_grad: warps per program of the forward / backward per-chunk kernels;
+    LB/CB: lanes and chunks per chunk-scan tile."""
+    mode: str = "seq"
+    T: int = 16
     DB: int = 16
+    DB_grad: int = 0
     NT: int = 0
-    warps: int = 4
-    warps_grad: int = 8
+    warps: int = 1
+    warps_grad: int = 1
+    per_sm: int = 16
     LB: int = 64
     CB: int = 32
 
+    def to_text(self) -> str:
+        fields = [f.name for f in dataclasses.fields(self) if f.name != "mode"]
+        return f"{self.mode}:" + ",".join(f"{k}={getattr(self, k)}" for k in fields)
 
-DEFAULT_CONFIG = ScanConfig()
+    @staticmethod
+    def parse(text: str) -> "ScanConfig":
+        """'mode:key=value,...' (e.g. 'seq:T=16,DB=32,warps=2') -> ScanConfig; unknown keys raise."""
+        mode, _, rest = text.strip().partition(":")
+        kw = {k.strip(): int(v) for k, v in (kv.split("=") for kv in filter(None, rest.split(",")))}
+        return ScanConfig(mode=mode or "seq", **kw)
+
+
+# The fastest of the configurations swept on an H200 (BENCHMARKS.md, GPU section): summed fwd+bwd time at
+# U-Mamba Enc 3D stages 0 and 1 (b=2).
+DEFAULT_CONFIG = ScanConfig(mode="seq", T=16, DB=32, DB_grad=16, warps=2, warps_grad=2, per_sm=16)
+CONFIG_ENV = "UMAMBA_TRITON_SCAN_CONFIG"  # e.g. "seq:T=16,DB=32,DB_grad=16,warps=2,warps_grad=2" (benchmarks)
+
+
+def _env_config() -> ScanConfig | None:
+    text = os.environ.get(CONFIG_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        return ScanConfig.parse(text)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{CONFIG_ENV}={text!r} is not a scan configuration ({exc})",
+                        "use 'mode:key=value,...' with mode seq or tile and ScanConfig fields, or unset it")
 
 
 def _pow2(x: int) -> int:
@@ -80,7 +113,7 @@ def _plan(b: int, d: int, l: int, device: torch.device, cfg: ScanConfig):
     ntiles = -(-l // T)
     NT = cfg.NT
     if NT <= 0:
-        want_programs = 8 * _multiprocessors(device)
+        want_programs = cfg.per_sm * _multiprocessors(device)
         NT = max(1, (ntiles * b * ndb) // want_programs)
     NT = min(NT, ntiles)
     nc = -(-ntiles // NT)
@@ -118,26 +151,30 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_stat
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, NP=NP, T=T)
     grid = (nc, b * ndb)
     dummy = u
+    seq = cfg.mode == "seq"
+    # the seq kernels take the chunk length in steps, the tile kernels the number of tiles per chunk
+    per_chunk = NT * T if seq else NT
     if nc > 1:
         S = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
         dsum = torch.empty((b, nc, d), device=u.device, dtype=acc)
-        _k.chunk_state_fwd_kernel[grid](
+        kernel = _s.chunk_state_fwd_seq_kernel if seq else _k.chunk_state_fwd_kernel
+        kernel[grid](
             u, delta, B, A, delta_bias if delta_bias is not None else dummy, S, dsum,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1), A.stride(0),
-            d, l, n, NT, nc, num_warps=cfg.warps, **flags)
+            d, l, n, per_chunk, nc, num_warps=cfg.warps, **flags)
         E = _chunk_scan(S, dsum, A, False, f64, cfg)
     else:
         dsum = E = None
     out = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
     H = torch.empty((b, ntiles, d, n), device=u.device, dtype=acc) if store_states else None
-    _k.scan_out_fwd_kernel[grid](
+    (_s.scan_out_fwd_seq_kernel if seq else _k.scan_out_fwd_kernel)[grid](
         u, delta, z if z is not None else dummy, B, C, A, D if D is not None else dummy,
         delta_bias if delta_bias is not None else dummy, E if E is not None else dummy, out,
         H if H is not None else dummy,
         u.stride(0), u.stride(1), delta.stride(0), delta.stride(1),
         (z if z is not None else u).stride(0), (z if z is not None else u).stride(1),
         B.stride(0), B.stride(1), C.stride(0), C.stride(1), A.stride(0), out.stride(0), out.stride(1),
-        d, l, n, NT, nc, ntiles,
+        d, l, n, per_chunk, nc, ntiles,
         HAS_D=D is not None, HAS_Z=z is not None, STORE_STATES=H is not None, num_warps=cfg.warps, **flags)
     return out, H, dsum, (DB, T, NT, ndb, ntiles, nc)
 
@@ -148,19 +185,25 @@ def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, 
     n = A.shape[1]
     acc = _acc_dtype(u)
     f64 = acc == torch.float64
-    DB, T, NT, ndb, ntiles, nc = plan
+    _, T, NT, _, ntiles, nc = plan
+    # the backward kernels may use their own channel-block size: nothing they share with the forward depends on it
+    DB = min(cfg.DB_grad or cfg.DB, _pow2(d))
+    ndb = -(-d // DB)
     NP = _pow2(n)
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, NP=NP, T=T)
     grid = (nc, b * ndb)
     dummy = u
     zz = z if z is not None else u
+    seq = cfg.mode == "seq"
+    per_chunk = NT * T if seq else NT
     if nc > 1:
         R = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
-        _k.chunk_state_bwd_kernel[grid](
+        kernel = _s.chunk_state_bwd_seq_kernel if seq else _k.chunk_state_bwd_kernel
+        kernel[grid](
             dout, zz, delta, C, A, delta_bias if delta_bias is not None else dummy, R,
             dout.stride(0), dout.stride(1), zz.stride(0), zz.stride(1), delta.stride(0), delta.stride(1),
             C.stride(0), C.stride(1), A.stride(0),
-            d, l, n, NT, nc, HAS_Z=z is not None, num_warps=cfg.warps, **flags)
+            d, l, n, per_chunk, nc, HAS_Z=z is not None, num_warps=cfg.warps_grad, **flags)
         E = _chunk_scan(R, dsum, A, True, f64, cfg)
     else:
         E = dummy
@@ -172,13 +215,19 @@ def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, 
     dA = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
     dD = torch.empty((b, nc, d), device=u.device, dtype=acc)
     dbias = torch.empty((b, nc, d), device=u.device, dtype=acc)
-    _k.scan_grad_kernel[grid](
-        u, delta, zz, B, C, dout, A, D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
-        H, E, du, ddelta, dz if dz is not None else du, dB, dC, dA, dD, dbias,
-        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
-        B.stride(0), B.stride(1), C.stride(0), C.stride(1), dout.stride(0), dout.stride(1), A.stride(0),
-        du.stride(0), du.stride(1), d, l, n, NT, nc, ntiles,
-        HAS_D=D is not None, HAS_Z=z is not None, num_warps=cfg.warps_grad, **flags)
+    common = (u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
+              B.stride(0), B.stride(1), C.stride(0), C.stride(1), dout.stride(0), dout.stride(1), A.stride(0),
+              du.stride(0), du.stride(1), d, l, n, per_chunk, nc, ntiles)
+    ins = (u, delta, zz, B, C, dout, A, D if D is not None else dummy,
+           delta_bias if delta_bias is not None else dummy, H, E)
+    outs = (du, ddelta, dz if dz is not None else du, dB, dC, dA, dD, dbias)
+    if seq:
+        scratch = torch.empty((grid[0] * grid[1], T, DB, NP), device=u.device, dtype=acc)
+        _s.scan_grad_seq_kernel[grid](*ins, scratch, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None,
+                                      num_warps=cfg.warps_grad, **flags)
+    else:
+        _k.scan_grad_kernel[grid](*ins, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None,
+                                  num_warps=cfg.warps_grad, **flags)
     return (du, ddelta, dA.sum((0, 1)), dB.to(B.dtype), dC.to(C.dtype),
             dD.sum((0, 1)) if D is not None else None, dz,
             dbias.sum((0, 1)) if delta_bias is not None else None)
@@ -227,7 +276,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
                         f"{tuple(B.shape)}, {tuple(C.shape)}", "use backend='portable'")
     if u.shape[-1] == 0:
         return torch.empty_like(u)
-    cfg = config or DEFAULT_CONFIG
+    cfg = config or _env_config() or DEFAULT_CONFIG
     u, delta, B, C, z = _rows(u), _rows(delta), _rows(B), _rows(C), _rows(z)
     A = A.contiguous()
     D = None if D is None else D.contiguous()
