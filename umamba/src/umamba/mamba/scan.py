@@ -66,10 +66,25 @@ def _needs_grad(*tensors) -> bool:
 
 
 def _auto_backend(u: torch.Tensor, needs_grad: bool) -> str:
-    """The `auto` rule: the cuda kernel for CUDA tensors when it imports; numba for CPU inference (no gradient,
-    float32/fp16/bf16) when it imports; else portable. (triton is not chosen automatically yet.)"""
-    if u.is_cuda and _cuda_available():
-        return "cuda"
+    """The `auto` rule: on CUDA tensors, triton where it was measured faster than mamba-ssm's kernel (below),
+    else the cuda kernel when it imports, else triton when it imports; numba for CPU inference (no gradient,
+    float32/fp16/bf16) when it imports; else portable.
+
+    Triton vs mamba-ssm (H200, float32, BENCHMARKS.md GPU section): forward-only is faster from l = 32,768 on
+    (2-3.5x at l >= 262,144), slower for short sequences (launch overhead); forward+backward is faster only where
+    mamba-ssm has at most one thread block per multiprocessor (b·d <= SM count, e.g. Enc 3D stage 0: 1.7x) and the
+    sequence is long. Hence: triton if l >= 32,768 and (no gradient or b·d <= SM count)."""
+    if u.is_cuda:
+        b, d, l = u.shape
+        cuda_ok, triton_ok = _cuda_available(), _triton_available()
+        if triton_ok and not cuda_ok:
+            return "triton"
+        if triton_ok and l >= 32_768:
+            sms = torch.cuda.get_device_properties(u.device).multi_processor_count
+            if not needs_grad or b * d <= sms:
+                return "triton"
+        if cuda_ok:
+            return "cuda"
     if u.device.type == "cpu" and not needs_grad and u.dtype != torch.float64 and _numba_available():
         return "numba"
     return "portable"
