@@ -35,11 +35,13 @@ def umamba_env(workspace: Path | None = None, **extra: str) -> dict:
 
 
 def run_umamba(args: list[str], workspace: Path, timeout: float = 600, **env: str):
-    """Run `python -m umamba ARGS --workspace WORKSPACE`; returns the CompletedProcess (text stdout/stderr)."""
+    """Run `python -m umamba ARGS` (plus `--workspace WORKSPACE` for plan/train) with `umamba_env(workspace)`;
+    returns the CompletedProcess (text stdout/stderr)."""
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "umamba", *args, "--workspace", str(workspace)],
+    where = ["--workspace", str(workspace)] if args and args[0] in ("plan", "train") else []
+    return subprocess.run([sys.executable, "-m", "umamba", *args, *where],
                           env=umamba_env(workspace, **env), capture_output=True, text=True, timeout=timeout)
 
 

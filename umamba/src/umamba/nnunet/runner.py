@@ -55,6 +55,8 @@ def resolve_trainer_name(name: str) -> str:
 
 
 def pick_device(requested: str | None) -> str:
+    if requested not in (None, "cpu", "cuda", "mps"):
+        raise UserError(f"unknown device {requested!r}", "use cpu, cuda or mps")
     import torch
 
     if requested is None:
@@ -62,8 +64,6 @@ def pick_device(requested: str | None) -> str:
             return "cuda"
         mps = getattr(torch.backends, "mps", None)
         return "mps" if mps is not None and mps.is_available() else "cpu"
-    if requested not in ("cpu", "cuda", "mps"):
-        raise UserError(f"unknown device {requested!r}", "use cpu, cuda or mps")
     if requested == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was requested but torch sees no CUDA GPU",
                         "use --device cpu, or install a CUDA build of torch (`umamba doctor` shows what is installed)")
@@ -188,6 +188,14 @@ def _existing_checkpoint(output_folder: Path) -> Path | None:
     return None
 
 
+def _remove_orphaned_temporaries(output_folder: Path) -> None:
+    """Checkpoint temporaries of a killed run (checkpoint_*.pth.tmp-PID whose process is gone)."""
+    for tmp in output_folder.glob("checkpoint_*.pth.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and int(pid) != os.getpid():
+            tmp.unlink(missing_ok=True)
+
+
 def _train_one_process(req: TrainRequest, preprocessed_root: Path, device: str, reporter: Reporter | None,
                        rank: int = 0) -> Path:
     import torch
@@ -207,6 +215,8 @@ def _train_one_process(req: TrainRequest, preprocessed_root: Path, device: str, 
         elif reporter:
             reporter.log(f"continuing from {ckpt}")
     if rank == 0:
+        if sys.platform.startswith("linux"):
+            _remove_orphaned_temporaries(output_folder)
         _write_settings(output_folder, {"trainer": type(trainer).__name__, "epochs": trainer.num_epochs,
                                         "iterations_per_epoch": trainer.num_iterations_per_epoch,
                                         "val_iterations": trainer.num_val_iterations_per_epoch})
@@ -291,12 +301,11 @@ def train(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -> Pat
     compat.require_supported_nnunet()
     check_request(req)
     resolve_trainer_name(req.trainer)
-    parse_fold(req.fold)
+    _load_plans(preprocessed_root, req)  # dataset, configuration and fold problems, before torch loads
     device = pick_device(req.device if req.num_gpus == 1 else "cuda")
     if req.compile:
         os.environ["nnUNet_compile"] = "1"
     prepare_process(device)
     if req.num_gpus > 1:
-        _load_plans(preprocessed_root, req)  # report a missing dataset before spawning workers
         return _train_ddp(req, preprocessed_root, reporter)
     return _train_one_process(req, preprocessed_root, device, reporter)
