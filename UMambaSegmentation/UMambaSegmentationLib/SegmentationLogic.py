@@ -76,16 +76,18 @@ def validateInputs(model, volumeNodes):
 
 
 class SegmentationLogic:
-    def __init__(self, scene, pythonExecutable=None, tempRoot=None):
+    def __init__(self, scene, pythonExecutable=None, tempRoot=None, keepTemporaryFiles=False):
         self.scene = scene
         self.pythonExecutable = pythonExecutable
         self.tempRoot = tempRoot
+        self.keepTemporaryFiles = keepTemporaryFiles  # for debugging: inputs and prediction stay in job.tempDir
 
     def start(self, model, volumeNodes, options=None):
         """Validate, export the inputs and start `umamba predict`; returns the running SegmentationJob."""
         volumeNodes = validateInputs(model, volumeNodes)
         job = SegmentationJob(self.scene, model, volumeNodes, options or SegmentationOptions(),
                               self.pythonExecutable, self.tempRoot)
+        job.keepTemporaryFiles = self.keepTemporaryFiles
         job.start()
         return job
 
@@ -105,6 +107,7 @@ class SegmentationJob:
         self.segmentationNode = None
         self.tempDir = None
         self.runner = None
+        self.keepTemporaryFiles = False
 
     # -- start -----------------------------------------------------------------------------------------------------
     def command(self, inputFiles, outputFile):
@@ -177,7 +180,8 @@ class SegmentationJob:
             self.error = exc
             self.status = "failed"
         finally:
-            self._removeTemp()
+            if not self.keepTemporaryFiles:
+                self._removeTemp()
 
     def _importResult(self):
         if not os.path.isfile(self.outputFile):
