@@ -195,3 +195,18 @@ def test_bench_scan_command_reports_every_backend():
     bad = subprocess.run([sys.executable, "-m", "umamba", "bench", "scan", "--shapes", "enc9"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown shape" in bad.stdout + bad.stderr
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
+def test_numba_that_fails_to_compile_falls_back_or_says_why(monkeypatch):
+    def broken():
+        raise scan_numba.NumbaUnavailable("LoweringError: simulated")
+
+    monkeypatch.setattr(scan_numba, "_kernel", broken)
+    monkeypatch.delenv(scan.ENV_VAR, raising=False)
+    x = inputs()
+    with torch.no_grad():
+        y = selective_scan(**x, delta_softplus=True)                     # auto: numba chosen, portable runs
+        assert torch.equal(y, selective_scan(**x, delta_softplus=True, backend="portable"))
+        with pytest.raises(ValueError, match="'numba' selective-scan backend does not work here: LoweringError"):
+            selective_scan(**x, delta_softplus=True, backend="numba")

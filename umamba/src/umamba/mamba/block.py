@@ -28,7 +28,11 @@ from umamba.mamba.scan import selective_scan
 
 
 class Mamba(nn.Module):
-    """Selective state-space block, Mamba v1. Same signature as `mamba_ssm.Mamba` (mamba_simple)."""
+    """Selective state-space block, Mamba v1. Same signature as `mamba_ssm.Mamba` (mamba_simple).
+
+    `use_fast_path` and `layer_idx` are kept for compatibility: the kernels are chosen per call by the scan
+    backend (`umamba.mamba.selective_scan`, UMAMBA_SCAN_BACKEND) and by `causal_conv1d` being importable.
+    """
 
     def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001, dt_max=0.1,
                  dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True, bias=False,

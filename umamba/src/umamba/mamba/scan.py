@@ -180,8 +180,14 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         from umamba.mamba.scan_cuda import selective_scan_cuda
         return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if name == "numba":
-        from umamba.mamba.scan_numba import selective_scan_numba
-        return selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        from umamba.mamba.scan_numba import NumbaUnavailable, selective_scan_numba
+        try:
+            return selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        except NumbaUnavailable as exc:   # auto falls back to the portable scan; a forced choice says why
+            if (backend or "auto").strip().lower() == "numba" or os.environ.get(ENV_VAR, "").strip().lower() == "numba":
+                raise UserError(f"the 'numba' selective-scan backend does not work here: {exc}",
+                                "use backend='auto' or 'portable'") from exc
+            name = "portable"
     if name == "triton":
         return _triton_module().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     from umamba.mamba.scan_portable import selective_scan_portable

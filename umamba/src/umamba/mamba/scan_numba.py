@@ -20,8 +20,33 @@ SEQ_CHUNK = 1 << 16   # steps per call of the compiled loop (bounds the Δ / tra
 TIME_BLOCK = 256      # steps per cache block inside the loop
 
 
+_broken: str | None = None   # why the compiled loop could not be built here (then the path is unavailable)
+
+
+class NumbaUnavailable(RuntimeError):
+    """numba is installed but the loop does not import or compile on this machine."""
+
+
 def is_available() -> bool:
-    return importlib.util.find_spec("numba") is not None
+    return _broken is None and importlib.util.find_spec("numba") is not None
+
+
+def _kernel():
+    """The compiled loop, built (or loaded from numba's cache) on first use; NumbaUnavailable if that fails."""
+    global _broken
+    if _broken is not None:
+        raise NumbaUnavailable(_broken)
+    try:
+        import numpy as np
+
+        from umamba.mamba.scan_numba_kernel import scan_chunk
+
+        one = np.zeros((1, 1, 1), np.float32)
+        scan_chunk(one, one, np.zeros((1, 1), np.float32), one, one, one.copy(), one.copy(), 1, 1)  # compiles
+        return scan_chunk
+    except Exception as exc:   # e.g. an llvmlite/numba mismatch, or no writable cache directory
+        _broken = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise NumbaUnavailable(_broken) from exc
 
 
 @torch.no_grad()
@@ -29,7 +54,7 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     """Same contract as `umamba.mamba.selective_scan` for CPU tensors, without autograd."""
     import numba
 
-    from umamba.mamba.scan_numba_kernel import scan_chunk
+    scan_chunk = _kernel()
 
     b, d, l = u.shape
     n = A.shape[1]
