@@ -40,7 +40,7 @@ class SelfTestResult:
     modelFolder: str
 
 
-def trainingCommands(workDir, pythonExecutable, epochs=8, iterationsPerEpoch=25):
+def trainingCommands(workDir, pythonExecutable, epochs=3, iterationsPerEpoch=20):
     workspace = os.path.join(workDir, "workspace")
     raw = os.path.join(workspace, "nnUNet_raw")
     makeData = (f"from umamba.synthetic import make_phantom_dataset; "
