@@ -84,3 +84,23 @@ def test_cancel_after_exit_is_harmless_and_umamba_runs_with_the_injected_python(
 def test_missing_executable_raises_before_anything_runs(tmp_path):
     with pytest.raises(FileNotFoundError):
         ProcessRunner([str(tmp_path / "no-such-python"), "-m", "umamba"]).start()
+
+
+def test_python_executable_prefers_pythonslicer_and_never_the_slicer_application(tmp_path, monkeypatch):
+    from UMambaSegmentationLib import UmambaCommand
+    monkeypatch.delenv(UmambaCommand.PYTHON_ENV_VARIABLE, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    # Inside Slicer, sys.executable may be the application: running it with -m umamba would open a second Slicer.
+    slicer_app = tmp_path / "bin" / "Slicer"
+    slicer_app.parent.mkdir()
+    slicer_app.write_text("")
+    monkeypatch.setattr(sys, "executable", str(slicer_app))
+    with pytest.raises(FileNotFoundError, match=UmambaCommand.PYTHON_ENV_VARIABLE):
+        UmambaCommand.findPythonExecutable()
+    python_slicer = tmp_path / "bin" / ("PythonSlicer.exe" if sys.platform == "win32" else "PythonSlicer")
+    python_slicer.write_text("")
+    assert UmambaCommand.findPythonExecutable() == str(python_slicer)
+    monkeypatch.setenv(UmambaCommand.PYTHON_ENV_VARIABLE, "/opt/custom/python3")
+    assert UmambaCommand.findPythonExecutable() == "/opt/custom/python3"
+    assert UmambaCommand.umambaCommand(["predict", "-i", 1], "/py") == \
+        ["/py", "-m", "umamba", "predict", "-i", "1", "--progress-json"]
