@@ -85,7 +85,7 @@ def test_trainer_plans_follow_the_installed_version():
     plans = {"plans_name": "nnUNetPlans", "configurations": {}}
     out = compat.trainer_plans(plans, True)
     assert "continue_training" not in plans  # a copy
-    if compat.nnunet_version()[:2] >= (2, 7):
+    if compat.trainer_pops_continue_flag():
         assert out["continue_training"] is True
     else:
         assert "continue_training" not in out

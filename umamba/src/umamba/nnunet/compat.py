@@ -63,9 +63,17 @@ def trainer_plans(plans: dict, continue_training: bool) -> dict:
     """The `plans` dict to hand to nnUNetTrainer.__init__ for this nnU-Net version (a copy)."""
     plans = dict(plans)
     plans.pop("continue_training", None)
-    if nnunet_version()[:2] >= (2, 7):
+    if trainer_pops_continue_flag():
         plans["continue_training"] = bool(continue_training)
     return plans
+
+
+def trainer_pops_continue_flag() -> bool:
+    """nnUNetTrainer.__init__ pops plans["continue_training"] from 2.7 on, together with its MetaLogger; the
+    feature is detected rather than the version, so a source checkout of any version is handled too."""
+    from nnunetv2.training.logging import nnunet_logger
+
+    return hasattr(nnunet_logger, "MetaLogger")
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,9 @@ def logged_value(logger, key: str, step: int = -1):
 # -- paths ------------------------------------------------------------------------------------------------------------
 def nnunet_paths_follow_environment() -> bool:
     """True when changing nnUNet_* environment variables now still reaches nnU-Net in this process."""
-    return "nnunetv2.paths" not in sys.modules or nnunet_version()[:2] >= (2, 8)
+    paths = sys.modules.get("nnunetv2.paths")
+    # 2.6/2.7 hold plain strings (or None) read at import; 2.8 holds objects that read the environment on use
+    return paths is None or not isinstance(getattr(paths, "nnUNet_preprocessed", None), (str, type(None)))
 
 
 def supports_ext_trainer_env() -> bool:
