@@ -103,16 +103,15 @@ def test_stock_nnunet_finds_our_trainers_through_ext_trainer_folder():
     # nnU-Net's external search, called exactly as nnunetv2.utilities.find_objects does for each folder in
     # nnUNet_extTrainer. (The full stock lookup first imports every trainer inside nnunetv2, including Primus ->
     # timm -> torchvision, which this test venv must not import.)
-    probe = ("from nnunetv2.utilities.find_class_by_name import recursive_find_python_class as find\n"
-             "import sys, umamba.nnunet.trainers as t\n"
-             f"for n in {TRAINERS!r}:\n"
-             "    c = find(sys.argv[1], n, None, base_folder=sys.argv[1], verbose=False,\n"
-             "             cleanup_imports_from_base_folder=True)\n"
-             "    assert c is getattr(t, n), (n, c)\n"
-             "print('found all')\n")
-    proc = subprocess.run([sys.executable, "-c", probe, str(folder)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and "found all" in proc.stdout, proc.stdout + proc.stderr
-    import nnunetv2.utilities.find_objects as find_objects
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    import umamba.nnunet.trainers as ours
+
+    for name in TRAINERS:
+        found = recursive_find_python_class(str(folder), name, None, base_folder=str(folder), verbose=False,
+                                            cleanup_imports_from_base_folder=True)
+        assert found is getattr(ours, name), (name, found)
+    import nnunetv2.utilities.find_objects as find_objects  # and the stock lookup does read that variable
 
     assert "nnUNet_extTrainer" in Path(find_objects.__file__).read_text()
 
