@@ -13,7 +13,6 @@ import sys
 import torch
 
 from umamba.bench import roofline
-from umamba.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,13 +46,9 @@ def bench_layer(name, d_model, l, b, backend, reps):
 
 
 def run(args, reporter=None) -> int:
-    if not torch.cuda.is_available():
-        raise UserError("umamba bench layer: needs a CUDA GPU, and torch sees none",
-                        "run it on a machine with an NVIDIA GPU and a CUDA build of torch")
+    backends = roofline.start_gpu_bench("layer", args.backends)
     wanted = set(filter(None, args.shapes.split(",")))
     shapes = [s for s in roofline.ENC3D_SHAPES if not wanted or s[0] in wanted]
-    backends = [s for s in args.backends.split(",") if s] or roofline.available_gpu_backends()
-    roofline.emit({"kind": "device", "device": roofline.device_name(), **roofline.versions()})
     rows = []
     for name, d_model, l in shapes:
         group = []

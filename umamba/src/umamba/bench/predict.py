@@ -13,7 +13,6 @@ import time
 import torch
 
 from umamba.bench import roofline
-from umamba.errors import UserError
 from umamba.bench.train_step import NUM_CLASSES, build
 
 
@@ -70,11 +69,7 @@ def bench_predict(variant, backend, size, patch, repeats):
 
 
 def run(args, reporter=None) -> int:
-    if not torch.cuda.is_available():
-        raise UserError("umamba bench predict: needs a CUDA GPU, and torch sees none",
-                        "run it on a machine with an NVIDIA GPU and a CUDA build of torch")
-    backends = [s for s in args.backends.split(",") if s] or roofline.available_gpu_backends()
-    roofline.emit({"kind": "device", "device": roofline.device_name(), **roofline.versions()})
+    backends = roofline.start_gpu_bench("predict", args.backends)
     rows = []
     for variant in [v for v in args.variants.split(",") if v]:
         group = []

@@ -15,17 +15,12 @@ from typing import Callable, Iterable
 
 import torch
 
+from umamba.bench.scan import SHAPES as SCAN_BENCH_SHAPES
+from umamba.errors import UserError
+
 # U-Mamba shapes (../shared/docs/umamba-architecture.md §9): Enc 3D spatial-token layers (b=2, n=16),
 # the channel-token layer, Bot's bottleneck, and the three shapes of the mamba-ssm baseline.
-ENC3D_SHAPES = [  # (name, d_model, l)
-    ("enc3d-s0", 32, 2_097_152),
-    ("enc3d-s1", 64, 262_144),
-    ("enc3d-s2", 128, 32_768),
-    ("enc3d-s3", 256, 4_096),
-    ("enc3d-s4", 320, 512),
-    ("enc3d-s5-channel", 64, 320),
-    ("bot3d", 320, 64),
-]
+ENC3D_SHAPES = SCAN_BENCH_SHAPES  # (name, d_model, l): one table, kept in bench/scan.py
 BASELINE_SCAN_SHAPES = [("base-d640-l216", 640, 216), ("base-d128-l32k", 128, 32_768),
                         ("base-d64-l262k", 64, 262_144)]  # (name, d_inner, l)
 
@@ -179,6 +174,16 @@ def available_gpu_backends() -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------ output
+def start_gpu_bench(command: str, backends_arg: str) -> list[str]:
+    """The common opening of the GPU benches: refuse without CUDA, pick the backends, name the device."""
+    if not torch.cuda.is_available():
+        raise UserError(f"umamba bench {command}: needs a CUDA GPU, and torch sees none",
+                        "run it on a machine with an NVIDIA GPU and a CUDA build of torch")
+    backends = [s for s in backends_arg.split(",") if s] or available_gpu_backends()
+    emit({"kind": "device", "device": device_name(), **versions()})
+    return backends
+
+
 def emit(record: dict, stream=None) -> None:
     print(json.dumps(record, default=str), file=stream or sys.stdout, flush=True)
 

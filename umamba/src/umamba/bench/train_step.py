@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from umamba.bench import roofline
-from umamba.errors import UserError
 
 PLAN_3D = {  # the plan of gpu-baseline.md: 6 stages, features 32..320, kernels 3³, strides [1,2,2,2,2,2]
     "configurations": {
@@ -100,11 +99,7 @@ def bench_train_step(variant, backend, batch, patch, warmup, steps):
 
 
 def run(args, reporter=None) -> int:
-    if not torch.cuda.is_available():
-        raise UserError("umamba bench train-step: needs a CUDA GPU, and torch sees none",
-                        "run it on a machine with an NVIDIA GPU and a CUDA build of torch")
-    backends = [s for s in args.backends.split(",") if s] or roofline.available_gpu_backends()
-    roofline.emit({"kind": "device", "device": roofline.device_name(), **roofline.versions()})
+    backends = roofline.start_gpu_bench("train-step", args.backends)
     rows = []
     for variant in [v for v in args.variants.split(",") if v]:
         group = []
