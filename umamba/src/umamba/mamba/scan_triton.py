@@ -31,6 +31,7 @@ import triton  # an ImportError here tells the dispatcher that this backend is u
 
 from umamba.mamba import scan_triton_kernels as _k
 from umamba.mamba import scan_triton_seq_kernels as _s
+from umamba.mamba import scan_triton_lane_kernels as _l
 
 
 def interpreting() -> bool:
@@ -64,6 +65,7 @@ class ScanConfig:
     per_sm: int = 16
     LB: int = 64
     CB: int = 32
+    lanes_grad: int = 4
 
     def to_text(self) -> str:
         fields = [f.name for f in dataclasses.fields(self) if f.name != "mode"]
@@ -142,6 +144,8 @@ def _chunk_scan(S, dsum, A, reverse, f64, cfg):
 
 def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_states, cfg=DEFAULT_CONFIG):
     """-> (out, tile states or None, Δ per chunk or None, plan). Unit stride along l; A (d, n) contiguous."""
+    if cfg.mode == "lane":
+        return _lane_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_states, cfg)
     b, d, l = u.shape
     n = A.shape[1]
     acc = _acc_dtype(u)
@@ -181,6 +185,8 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_stat
 
 def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, dsum, plan, cfg=DEFAULT_CONFIG):
     """-> (du, ddelta, dA, dB, dC, dD or None, dz or None, ddelta_bias or None)."""
+    if cfg.mode == "lane":
+        return _lane_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, dsum, plan, cfg)
     b, d, l = u.shape
     n = A.shape[1]
     acc = _acc_dtype(u)
@@ -228,6 +234,100 @@ def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, 
     else:
         _k.scan_grad_kernel[grid](*ins, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None,
                                   num_warps=cfg.warps_grad, **flags)
+    return (du, ddelta, dA.sum((0, 1)), dB.to(B.dtype), dC.to(C.dtype),
+            dD.sum((0, 1)) if D is not None else None, dz,
+            dbias.sum((0, 1)) if delta_bias is not None else None)
+
+
+def _lane_plan(b: int, d: int, l: int, device: torch.device, cfg: ScanConfig):
+    """(DB, SEG, segments per chunk, number of d blocks, segments, chunks) for the lane kernels."""
+    DB = min(cfg.DB, max(_pow2(d), 1))
+    ndb = -(-d // DB)
+    nseg = -(-l // _l.SEG)
+    NS = cfg.NT
+    if NS <= 0:
+        NS = max(1, (nseg * b * ndb) // (cfg.per_sm * _multiprocessors(device)))
+    NS = min(NS, nseg)
+    nc = -(-nseg // NS)
+    return DB, _l.SEG, NS, ndb, nseg, nc
+
+
+def _lane_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_states, cfg):
+    b, d, l = u.shape
+    n = A.shape[1]
+    acc = _acc_dtype(u)
+    f64 = acc == torch.float64
+    DB, SEG, NS, ndb, nseg, nc = plan = _lane_plan(b, d, l, u.device, cfg)
+    G = max(1, _pow2(n) // 4)
+    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, G=G)
+    grid = (nc, b * ndb)
+    dummy = u
+    zz = z if z is not None else u
+    chunk_len = NS * SEG
+    if nc > 1:
+        S = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
+        dsum = torch.empty((b, nc, d), device=u.device, dtype=acc)
+        _l.chunk_state_fwd_lane_kernel[grid](
+            u, delta, B, A, delta_bias if delta_bias is not None else dummy, S, dsum,
+            u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1), A.stride(0),
+            d, l, n, chunk_len, nc, num_warps=cfg.warps, **flags)
+        E = _chunk_scan(S, dsum, A, False, f64, cfg)
+    else:
+        dsum = E = None
+    out = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
+    H = torch.empty((b, nseg, d, n), device=u.device, dtype=acc) if store_states else None
+    _l.scan_out_fwd_lane_kernel[grid](
+        u, delta, zz, B, C, A, D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
+        E if E is not None else dummy, out, H if H is not None else dummy,
+        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
+        B.stride(0), B.stride(1), C.stride(0), C.stride(1), A.stride(0), out.stride(0), out.stride(1),
+        d, l, n, chunk_len, nc, nseg,
+        HAS_D=D is not None, HAS_Z=z is not None, STORE_STATES=H is not None, num_warps=cfg.warps, **flags)
+    return out, H, dsum, plan
+
+
+def _lane_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, dsum, plan, cfg):
+    b, d, l = u.shape
+    n = A.shape[1]
+    acc = _acc_dtype(u)
+    f64 = acc == torch.float64
+    DB, SEG, NS, ndb, nseg, nc = plan
+    G = max(1, _pow2(n) // 4)
+    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, G=G)
+    grid = (nc, b * ndb)
+    # the gradient kernel may share a channel's states among lanes_grad threads (fewer registers: no spills)
+    GL = G if cfg.lanes_grad > 1 else 1
+    DB_grad = min(cfg.DB_grad or cfg.DB, max(_pow2(d), 1))
+    grid_grad = (nc, b * (-(-d // DB_grad)))
+    dummy = u
+    zz = z if z is not None else u
+    chunk_len = NS * SEG
+    if nc > 1:
+        R = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
+        _l.chunk_state_bwd_lane_kernel[grid](
+            dout, zz, delta, C, A, delta_bias if delta_bias is not None else dummy, R,
+            dout.stride(0), dout.stride(1), zz.stride(0), zz.stride(1), delta.stride(0), delta.stride(1),
+            C.stride(0), C.stride(1), A.stride(0),
+            d, l, n, chunk_len, nc, HAS_Z=z is not None, num_warps=cfg.warps, **flags)  # a state pass, like the forward's
+        E = _chunk_scan(R, dsum, A, True, f64, cfg)
+    else:
+        E = dummy
+    du = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
+    ddelta = torch.empty((b, d, l), device=u.device, dtype=delta.dtype)
+    dz = torch.empty((b, d, l), device=u.device, dtype=z.dtype) if z is not None else None
+    dB = torch.zeros((b, n, l), device=u.device, dtype=acc)
+    dC = torch.zeros((b, n, l), device=u.device, dtype=acc)
+    dA = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
+    dD = torch.empty((b, nc, d), device=u.device, dtype=acc)
+    dbias = torch.empty((b, nc, d), device=u.device, dtype=acc)
+    _l.scan_grad_lane_kernel[grid_grad](
+        u, delta, zz, B, C, dout, A, D if D is not None else dummy,
+        delta_bias if delta_bias is not None else dummy, H, E,
+        du, ddelta, dz if dz is not None else du, dB, dC, dA, dD, dbias,
+        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
+        B.stride(0), B.stride(1), C.stride(0), C.stride(1), dout.stride(0), dout.stride(1), A.stride(0),
+        du.stride(0), du.stride(1), d, l, n, chunk_len, nc, nseg,
+        HAS_D=D is not None, HAS_Z=z is not None, GL=GL, num_warps=cfg.warps_grad, **dict(flags, DB=DB_grad))
     return (du, ddelta, dA.sum((0, 1)), dB.to(B.dtype), dC.to(C.dtype),
             dD.sum((0, 1)) if D is not None else None, dz,
             dbias.sum((0, 1)) if delta_bias is not None else None)
