@@ -70,19 +70,15 @@ def _auto_backend(u: torch.Tensor, needs_grad: bool) -> str:
     else the cuda kernel when it imports, else triton when it imports; numba for CPU inference (no gradient,
     float32/fp16/bf16) when it imports; else portable.
 
-    Triton vs mamba-ssm (H200, float32, BENCHMARKS.md GPU section): forward-only is faster from l = 32,768 on
-    (2-3.5x at l >= 262,144), slower for short sequences (launch overhead); forward+backward is faster only where
-    mamba-ssm has at most one thread block per multiprocessor (b·d <= SM count, e.g. Enc 3D stage 0: 1.7x) and the
-    sequence is long. Hence: triton if l >= 32,768 and (no gradient or b·d <= SM count)."""
+    Triton ("lane" kernels) vs mamba-ssm (H200, float32, b = 2, BENCHMARKS.md GPU section): faster for long
+    sequences, forward and forward+backward alike (l = 262,144: 1.9x / 1.2x; l = 2,097,152: 3.8x / 2.4x); at
+    l = 32,768 it depends on the width (d = 256: 1.4x, d = 128: 0.8x fwd+bwd); shorter sequences are slower
+    (launch overhead of the chunked passes). Hence: triton if l >= 65,536."""
     if u.is_cuda:
         b, d, l = u.shape
         cuda_ok, triton_ok = _cuda_available(), _triton_available()
-        if triton_ok and not cuda_ok:
+        if triton_ok and (not cuda_ok or l >= 65_536):
             return "triton"
-        if triton_ok and l >= 32_768:
-            sms = torch.cuda.get_device_properties(u.device).multi_processor_count
-            if not needs_grad or b * d <= sms:
-                return "triton"
         if cuda_ok:
             return "cuda"
     if u.device.type == "cpu" and not needs_grad and u.dtype != torch.float64 and _numba_available():

@@ -49,8 +49,11 @@ def is_available(device: torch.device | str | None = None) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class ScanConfig:
-    """Launch shape. mode: "seq" (per-chunk kernels step through time, scan_triton_seq_kernels.py) or "tile"
-    (tiles of T steps scanned with tl.associative_scan, scan_triton_kernels.py). T: steps per tile (seq: the
+    """Launch shape. mode: "lane" (a channel's states in one thread, scan_triton_lane_kernels.py; the default),
+    "seq" (per-chunk kernels step through time, scan_triton_seq_kernels.py) or "tile" (tiles of T steps scanned
+    with tl.associative_scan, scan_triton_kernels.py). lane: chunks are multiples of 16 steps; lanes_grad > 1
+    shares a channel's states among 4 threads in the gradient kernel; stages: Triton software pipelining depth
+    of the lane kernels' loops. T: steps per tile (seq: the
     spacing of the states kept for backward); DB: channels per program; NT: tiles per chunk (0 = choose so that
     there are about `per_sm` programs per multiprocessor); DB_grad: channels per program of the backward kernels
     (0 = DB); warps / warps_grad: warps per program of the forward / backward per-chunk kernels;
@@ -66,6 +69,7 @@ class ScanConfig:
     LB: int = 64
     CB: int = 32
     lanes_grad: int = 4
+    stages: int = 1
 
     def to_text(self) -> str:
         fields = [f.name for f in dataclasses.fields(self) if f.name != "mode"]
@@ -80,8 +84,9 @@ class ScanConfig:
 
 
 # The fastest of the configurations swept on an H200 (BENCHMARKS.md, GPU section): summed fwd+bwd time at
-# U-Mamba Enc 3D stages 0 and 1 (b=2).
-DEFAULT_CONFIG = ScanConfig(mode="seq", T=16, DB=32, DB_grad=16, warps=2, warps_grad=2, per_sm=16)
+# U-Mamba Enc 3D stages 0 and 1 (b=2). The "lane" kernels (scan_triton_lane_kernels.py); the "seq" and "tile"
+# variants stay selectable for comparison (UMAMBA_TRITON_SCAN_CONFIG) and for n > 16 states.
+DEFAULT_CONFIG = ScanConfig(mode="lane", DB=32, DB_grad=8, warps=1, warps_grad=1, per_sm=64, lanes_grad=4, stages=1)
 CONFIG_ENV = "UMAMBA_TRITON_SCAN_CONFIG"  # e.g. "seq:T=16,DB=32,DB_grad=16,warps=2,warps_grad=2" (benchmarks)
 
 
@@ -259,7 +264,8 @@ def _lane_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_sta
     f64 = acc == torch.float64
     DB, SEG, NS, ndb, nseg, nc = plan = _lane_plan(b, d, l, u.device, cfg)
     G = max(1, _pow2(n) // 4)
-    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, G=G)
+    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, G=G,
+                 STAGES=cfg.stages)
     grid = (nc, b * ndb)
     dummy = u
     zz = z if z is not None else u
@@ -293,7 +299,8 @@ def _lane_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H,
     f64 = acc == torch.float64
     DB, SEG, NS, ndb, nseg, nc = plan
     G = max(1, _pow2(n) // 4)
-    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, G=G)
+    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, G=G,
+                 STAGES=cfg.stages)
     grid = (nc, b * ndb)
     # the gradient kernel may share a channel's states among lanes_grad threads (fewer registers: no spills)
     GL = G if cfg.lanes_grad > 1 else 1
@@ -377,6 +384,9 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     if u.shape[-1] == 0:
         return torch.empty_like(u)
     cfg = config or _env_config() or DEFAULT_CONFIG
+    if cfg.mode == "lane" and A.shape[1] > 16:
+        # the lane kernels keep a channel's states in registers; beyond 16 states they would spill
+        cfg = dataclasses.replace(cfg, mode="seq", DB=min(cfg.DB, 16), DB_grad=0, warps=2, warps_grad=2)
     u, delta, B, C, z = _rows(u), _rows(delta), _rows(B), _rows(C), _rows(z)
     A = A.contiguous()
     D = None if D is None else D.contiguous()

@@ -61,7 +61,7 @@ def _unquarters(q0, q1, q2, q3):
 
 @triton.jit
 def _setup(A_ptr, bias_ptr, D_ptr, s_Ad, d, n, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, F64: tl.constexpr,
-           DB: tl.constexpr, G: tl.constexpr):
+           DB: tl.constexpr, G: tl.constexpr, STAGES: tl.constexpr = 1):
     """Program ids, offsets and masks; A (DB, G, 4) scaled by log2(e); bias and D as (1, DB, 1)."""
     pid_c = tl.program_id(0)
     pid_bd = tl.program_id(1)
@@ -149,7 +149,7 @@ def chunk_state_fwd_lane_kernel(
         u_ptr, delta_ptr, B_ptr, A_ptr, bias_ptr, S_ptr, dsum_ptr,
         s_ub, s_ud, s_db, s_dd, s_Bb, s_Bn, s_Ad,
         d, l, n, chunk_len, nc,
-        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, F64: tl.constexpr, DB: tl.constexpr, G: tl.constexpr):
+        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, F64: tl.constexpr, DB: tl.constexpr, G: tl.constexpr, STAGES: tl.constexpr = 1):
     """S_c = state at the end of chunk c from a zero state; Δ_c = Σ_t δ_t over the chunk."""
     pid_c, pid_bd, bi, offs_d, nn, mask_d, mask_n, mask_dn, A2, bias, Dv, zero = _setup(
         A_ptr, bias_ptr, bias_ptr, s_Ad, d, n, HAS_BIAS, False, F64, DB, G)
@@ -157,7 +157,7 @@ def chunk_state_fwd_lane_kernel(
     dsum = zero
     start = pid_c * chunk_len
     end = tl.minimum(start + chunk_len, l)
-    for t0 in range(start, end, 16):
+    for t0 in tl.range(start, end, 16, num_stages=STAGES):
         dl, _, _ = _delta(delta_ptr + bi * s_db, s_dd, offs_d, mask_d, t0, l, bias, HAS_BIAS, SOFTPLUS, F64,
                           1, 16)
         u, _ = _rows(u_ptr + bi * s_ub, s_ud, offs_d, mask_d, t0, l, F64, 1, 16)
@@ -197,7 +197,7 @@ def scan_out_fwd_lane_kernel(
         s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_Bb, s_Bn, s_Cb, s_Cn, s_Ad, s_ob, s_od,
         d, l, n, chunk_len, nc, nseg,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        STORE_STATES: tl.constexpr, F64: tl.constexpr, DB: tl.constexpr, G: tl.constexpr):
+        STORE_STATES: tl.constexpr, F64: tl.constexpr, DB: tl.constexpr, G: tl.constexpr, STAGES: tl.constexpr = 1):
     """Outputs of chunk c from the state before it (E_{c-1}); the state before every SEG steps goes to H."""
     pid_c, pid_bd, bi, offs_d, nn, mask_d, mask_n, mask_dn, A2, bias, Dv, zero = _setup(
         A_ptr, bias_ptr, D_ptr, s_Ad, d, n, HAS_BIAS, HAS_D, F64, DB, G)
@@ -207,7 +207,7 @@ def scan_out_fwd_lane_kernel(
     h = tl.where(pid_c > 0, h, 0.0)
     start = pid_c * chunk_len
     end = tl.minimum(start + chunk_len, l)
-    for s0 in range(start, end, 16):
+    for s0 in tl.range(start, end, 16, num_stages=STAGES):
         if STORE_STATES:
             tl.store(H_ptr + (bi * nseg + s0 // 16) * d * n + o_dn, h, mask=mask_dn)
         dl, _, m = _delta(delta_ptr + bi * s_db, s_dd, offs_d, mask_d, s0, l, bias, HAS_BIAS, SOFTPLUS, F64,
@@ -269,7 +269,7 @@ def chunk_state_bwd_lane_kernel(
         s_gb, s_gd, s_zb, s_zd, s_db, s_dd, s_Cb, s_Cn, s_Ad,
         d, l, n, chunk_len, nc,
         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, F64: tl.constexpr,
-        DB: tl.constexpr, G: tl.constexpr):
+        DB: tl.constexpr, G: tl.constexpr, STAGES: tl.constexpr = 1):
     """R_c = a_{t0} λ_{t0} of chunk c from a zero carry, walking backwards: κ <- a_t (dy_t C_t + κ)."""
     pid_c, pid_bd, bi, offs_d, nn, mask_d, mask_n, mask_dn, A2, bias, Dv, zero = _setup(
         A_ptr, bias_ptr, bias_ptr, s_Ad, d, n, HAS_BIAS, False, F64, DB, G)
@@ -278,7 +278,7 @@ def chunk_state_bwd_lane_kernel(
     end = tl.minimum(start + chunk_len, l)
     nblk = tl.cdiv(end - start, 16)
     Cp = C_ptr + bi * s_Cb
-    for kk in range(0, nblk):
+    for kk in tl.range(0, nblk, num_stages=STAGES):
         t0 = start + (nblk - 1 - kk) * 16
         dl, _, _ = _delta(delta_ptr + bi * s_db, s_dd, offs_d, mask_d, t0, l, bias, HAS_BIAS, SOFTPLUS, F64,
                           1, 16)
@@ -363,7 +363,7 @@ def scan_grad_lane_kernel(
         s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_Bb, s_Bn, s_Cb, s_Cn, s_gb, s_gd, s_Ad, s_ob, s_od,
         d, l, n, chunk_len, nc, nseg,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        F64: tl.constexpr, DB: tl.constexpr, G: tl.constexpr, GL: tl.constexpr):
+        F64: tl.constexpr, DB: tl.constexpr, G: tl.constexpr, GL: tl.constexpr, STAGES: tl.constexpr = 1):
     """All gradients of chunk c, its 16-step segments walked from last to first (see the module docstring).
 
     GL: threads that share a channel's states (G/GL state groups each). dB_t and dC_t are sums over channels,
@@ -384,7 +384,7 @@ def scan_grad_lane_kernel(
     start = pid_c * chunk_len
     end = tl.minimum(start + chunk_len, l)
     nsc = tl.cdiv(end - start, 16)
-    for kk in range(0, nsc):
+    for kk in tl.range(0, nsc, num_stages=STAGES):
         s0 = start + (nsc - 1 - kk) * 16
         # the segment's δ, δu, dy (16 steps, 64-byte rows), and the states at its 4-step tile boundaries
         dl, _, _ = _delta(delta_ptr + bi * s_db, s_dd, offs_d, mask_d, s0, l, bias, HAS_BIAS, SOFTPLUS, F64,
