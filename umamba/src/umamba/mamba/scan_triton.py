@@ -52,8 +52,8 @@ class ScanConfig:
     """Launch shape. mode: "lane" (a channel's states in one thread, scan_triton_lane_kernels.py; the default),
     "seq" (per-chunk kernels step through time, scan_triton_seq_kernels.py) or "tile" (tiles of T steps scanned
     with tl.associative_scan, scan_triton_kernels.py). lane: chunks are multiples of 16 steps; lanes_grad > 1
-    shares a channel's states among 4 threads in the gradient kernel; stages: Triton software pipelining depth
-    of the lane kernels' loops. T: steps per tile (seq: the
+    shares a channel's states among 4 threads in the gradient kernel; stages / stages_grad: Triton software
+    pipelining depth of the forward / backward lane kernels' loops. T: steps per tile (seq: the
     spacing of the states kept for backward); DB: channels per program; NT: tiles per chunk (0 = choose so that
     there are about `per_sm` programs per multiprocessor); DB_grad: channels per program of the backward kernels
     (0 = DB); warps / warps_grad: warps per program of the forward / backward per-chunk kernels;
@@ -70,6 +70,7 @@ class ScanConfig:
     CB: int = 32
     lanes_grad: int = 4
     stages: int = 1
+    stages_grad: int = 1
 
     def to_text(self) -> str:
         fields = [f.name for f in dataclasses.fields(self) if f.name != "mode"]
@@ -86,7 +87,8 @@ class ScanConfig:
 # The fastest of the configurations swept on an H200 (BENCHMARKS.md, GPU section): summed fwd+bwd time at
 # U-Mamba Enc 3D stages 0 and 1 (b=2). The "lane" kernels (scan_triton_lane_kernels.py); the "seq" and "tile"
 # variants stay selectable for comparison (UMAMBA_TRITON_SCAN_CONFIG) and for n > 16 states.
-DEFAULT_CONFIG = ScanConfig(mode="lane", DB=32, DB_grad=8, warps=1, warps_grad=1, per_sm=64, lanes_grad=4, stages=1)
+DEFAULT_CONFIG = ScanConfig(mode="lane", DB=32, DB_grad=8, warps=1, warps_grad=1, per_sm=64, lanes_grad=4, stages=3,
+                            stages_grad=1)
 CONFIG_ENV = "UMAMBA_TRITON_SCAN_CONFIG"  # e.g. "seq:T=16,DB=32,DB_grad=16,warps=2,warps_grad=2" (benchmarks)
 
 
@@ -300,7 +302,7 @@ def _lane_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H,
     DB, SEG, NS, ndb, nseg, nc = plan
     G = max(1, _pow2(n) // 4)
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, G=G,
-                 STAGES=cfg.stages)
+                 STAGES=cfg.stages_grad)
     grid = (nc, b * ndb)
     # the gradient kernel may share a channel's states among lanes_grad threads (fewer registers: no spills)
     GL = G if cfg.lanes_grad > 1 else 1

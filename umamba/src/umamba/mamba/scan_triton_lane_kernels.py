@@ -98,11 +98,39 @@ def _rows(ptr, s_d, offs_d, mask_d, t0, l, F64: tl.constexpr, GL: tl.constexpr =
 
 
 @triton.jit
-def _states(ptr, s_n, nn, mask_n, t0, l, F64: tl.constexpr):
-    """(G, 4, 4) block of B or C at steps t0..t0+3 (0 outside)."""
+def _states(ptr, s_n, nn, mask_n, t0, l, F64: tl.constexpr, R: tl.constexpr = 1):
+    """(R, G, 4, 4) block of B or C at steps t0..t0+3 (0 outside). R = 1: every thread holds the whole block
+    (the forward kernels, a channel's 16 states in one thread); R = DB repeats it along the channels (stride 0) so
+    that it takes the state's layout and a thread holds only its own states' values (the gradient kernel with
+    its states shared by 4 threads: 16 registers per block instead of 64, which kept it at 255 registers and 8
+    warps per multiprocessor, measured with Nsight Compute on an H200)."""
     cols = t0 + tl.arange(0, 4)
-    m = mask_n[:, :, None] & (cols < l)[None, None, :]
-    return _acc(tl.load(ptr + nn[:, :, None] * s_n + cols[None, None, :], mask=m, other=0.0), F64)
+    rep = tl.arange(0, R)[:, None, None, None] * 0
+    m = (mask_n[None, :, :, None] & (cols < l)[None, None, None, :]) & (rep == 0)
+    return _acc(tl.load(ptr + rep + nn[None, :, :, None] * s_n + cols[None, None, None, :], mask=m, other=0.0),
+                F64)
+
+
+@triton.jit
+def _state_at(ptr, s_n, nn, mask_n, t, l, F64: tl.constexpr, R: tl.constexpr = 1):
+    """(R, G, 4) block of B or C at step t (0 outside): the per-step form of _states."""
+    rep = tl.arange(0, R)[:, None, None] * 0
+    m = (mask_n[None, :, :] & (t < l)) & (rep == 0)
+    return _acc(tl.load(ptr + rep + nn[None, :, :] * s_n + t, mask=m, other=0.0), F64)
+
+
+@triton.jit
+def _states4(ptr, s_n, nn, mask_n, t0, l, F64: tl.constexpr, R: tl.constexpr = 1, PER_STEP: tl.constexpr = False):
+    """B or C at steps t0..t0+3 as four (R, G, 4) blocks: loaded step by step (PER_STEP; fewer live registers
+    than a (R, G, 4, 4) block taken apart) or as one block."""
+    if PER_STEP:
+        x0 = _state_at(ptr, s_n, nn, mask_n, t0, l, F64, R)
+        x1 = _state_at(ptr, s_n, nn, mask_n, t0 + 1, l, F64, R)
+        x2 = _state_at(ptr, s_n, nn, mask_n, t0 + 2, l, F64, R)
+        x3 = _state_at(ptr, s_n, nn, mask_n, t0 + 3, l, F64, R)
+    else:
+        x0, x1, x2, x3 = _cols4(_states(ptr, s_n, nn, mask_n, t0, l, F64, R))
+    return x0, x1, x2, x3
 
 
 @triton.jit
@@ -121,16 +149,16 @@ def _delta(delta_ptr, s_d, offs_d, mask_d, t0, l, bias, HAS_BIAS: tl.constexpr, 
 
 @triton.jit
 def _advance(h, A2, dl, du, Bt):
-    """One step: h (DB, G, 4) <- 2^(A2 δ) h + δu B;  dl, du (DB, GL); Bt (G, 4)."""
-    return tl.exp2(A2 * dl[:, :, None]) * h + du[:, :, None] * Bt[None, :, :]
+    """One step: h (DB, G, 4) <- 2^(A2 δ) h + δu B;  dl, du (DB, GL); Bt (1 or DB, G, 4)."""
+    return tl.exp2(A2 * dl[:, :, None]) * h + du[:, :, None] * Bt
 
 
 @triton.jit
-def _advance4(h, A2, dl, du, BT):
-    """Four steps: dl, du (DB, GL, 4); BT (G, 4, 4)."""
+def _advance4(h, A2, dl, du, Bp, s_Bn, nn, mask_n, t0, l, F64: tl.constexpr, R: tl.constexpr = 1):
+    """Four steps from t0: dl, du (DB, GL, 4); B from Bp."""
     dl0, dl1, dl2, dl3 = _cols4(dl)
     du0, du1, du2, du3 = _cols4(du)
-    B0, B1, B2, B3 = _cols4(BT)
+    B0, B1, B2, B3 = _states4(Bp, s_Bn, nn, mask_n, t0, l, F64, R)
     h = _advance(h, A2, dl0, du0, B0)
     h = _advance(h, A2, dl1, du1, B1)
     h = _advance(h, A2, dl2, du2, B2)
@@ -163,10 +191,10 @@ def chunk_state_fwd_lane_kernel(
         u, _ = _rows(u_ptr + bi * s_ub, s_ud, offs_d, mask_d, t0, l, F64, 1, 16)
         dl0, dl1, dl2, dl3 = _quarters(dl)
         du0, du1, du2, du3 = _quarters(dl * u)
-        h = _advance4(h, A2, dl0, du0, _states(B_ptr + bi * s_Bb, s_Bn, nn, mask_n, t0, l, F64))
-        h = _advance4(h, A2, dl1, du1, _states(B_ptr + bi * s_Bb, s_Bn, nn, mask_n, t0 + 4, l, F64))
-        h = _advance4(h, A2, dl2, du2, _states(B_ptr + bi * s_Bb, s_Bn, nn, mask_n, t0 + 8, l, F64))
-        h = _advance4(h, A2, dl3, du3, _states(B_ptr + bi * s_Bb, s_Bn, nn, mask_n, t0 + 12, l, F64))
+        h = _advance4(h, A2, dl0, du0, B_ptr + bi * s_Bb, s_Bn, nn, mask_n, t0, l, F64)
+        h = _advance4(h, A2, dl1, du1, B_ptr + bi * s_Bb, s_Bn, nn, mask_n, t0 + 4, l, F64)
+        h = _advance4(h, A2, dl2, du2, B_ptr + bi * s_Bb, s_Bn, nn, mask_n, t0 + 8, l, F64)
+        h = _advance4(h, A2, dl3, du3, B_ptr + bi * s_Bb, s_Bn, nn, mask_n, t0 + 12, l, F64)
         dsum += tl.sum(dl, axis=2, keep_dims=True)
     c_off = (bi * nc + pid_c) * d
     tl.store(S_ptr + (c_off + offs_d[:, None, None]) * n + nn[None, :, :], h, mask=mask_dn)
@@ -174,20 +202,20 @@ def chunk_state_fwd_lane_kernel(
 
 
 @triton.jit
-def _out_steps(h, A2, dl, du, BT, CT):
-    """Four steps: advance h and return it with y = Σ_n C h (DB, 1, 4)."""
+def _out_steps(h, A2, dl, du, Bp, s_Bn, Cp, s_Cn, nn, mask_n, t0, l, F64: tl.constexpr):
+    """Four steps from t0: advance h and return it with y = Σ_n C h (DB, 1, 4)."""
     dl0, dl1, dl2, dl3 = _cols4(dl)
     du0, du1, du2, du3 = _cols4(du)
-    B0, B1, B2, B3 = _cols4(BT)
-    C0, C1, C2, C3 = _cols4(CT)
+    B0, B1, B2, B3 = _states4(Bp, s_Bn, nn, mask_n, t0, l, F64)
+    C0, C1, C2, C3 = _states4(Cp, s_Cn, nn, mask_n, t0, l, F64)
     h = _advance(h, A2, dl0, du0, B0)
-    y0 = _sum_n(h * C0[None, :, :])
+    y0 = _sum_n(h * C0)
     h = _advance(h, A2, dl1, du1, B1)
-    y1 = _sum_n(h * C1[None, :, :])
+    y1 = _sum_n(h * C1)
     h = _advance(h, A2, dl2, du2, B2)
-    y2 = _sum_n(h * C2[None, :, :])
+    y2 = _sum_n(h * C2)
     h = _advance(h, A2, dl3, du3, B3)
-    y3 = _sum_n(h * C3[None, :, :])
+    y3 = _sum_n(h * C3)
     return h, _join4(y0, y1, y2, y3)
 
 
@@ -217,14 +245,10 @@ def scan_out_fwd_lane_kernel(
         du0, du1, du2, du3 = _quarters(dl * u)
         Bp = B_ptr + bi * s_Bb
         Cp = C_ptr + bi * s_Cb
-        h, y0 = _out_steps(h, A2, dl0, du0, _states(Bp, s_Bn, nn, mask_n, s0, l, F64),
-                           _states(Cp, s_Cn, nn, mask_n, s0, l, F64))
-        h, y1 = _out_steps(h, A2, dl1, du1, _states(Bp, s_Bn, nn, mask_n, s0 + 4, l, F64),
-                           _states(Cp, s_Cn, nn, mask_n, s0 + 4, l, F64))
-        h, y2 = _out_steps(h, A2, dl2, du2, _states(Bp, s_Bn, nn, mask_n, s0 + 8, l, F64),
-                           _states(Cp, s_Cn, nn, mask_n, s0 + 8, l, F64))
-        h, y3 = _out_steps(h, A2, dl3, du3, _states(Bp, s_Bn, nn, mask_n, s0 + 12, l, F64),
-                           _states(Cp, s_Cn, nn, mask_n, s0 + 12, l, F64))
+        h, y0 = _out_steps(h, A2, dl0, du0, Bp, s_Bn, Cp, s_Cn, nn, mask_n, s0, l, F64)
+        h, y1 = _out_steps(h, A2, dl1, du1, Bp, s_Bn, Cp, s_Cn, nn, mask_n, s0 + 4, l, F64)
+        h, y2 = _out_steps(h, A2, dl2, du2, Bp, s_Bn, Cp, s_Cn, nn, mask_n, s0 + 8, l, F64)
+        h, y3 = _out_steps(h, A2, dl3, du3, Bp, s_Bn, Cp, s_Cn, nn, mask_n, s0 + 12, l, F64)
         y = _unquarters(y0, y1, y2, y3)                                           # (DB, 1, 16)
         if HAS_D:
             y += Dv * u
@@ -252,15 +276,15 @@ def _dy(dout_ptr, z_ptr, bi, s_gb, s_gd, s_zb, s_zd, offs_d, mask_d, t0, l, HAS_
 
 
 @triton.jit
-def _carry_back4(kappa, A2, dl, dy, CT):
-    """Four steps backwards, from the last: κ <- a_t (dy_t C_t + κ).  dl, dy (DB, 1, 4); CT (G, 4, 4)."""
+def _carry_back4(kappa, A2, dl, dy, Cp, s_Cn, nn, mask_n, t0, l, F64: tl.constexpr):
+    """Four steps backwards from t0 + 3: κ <- a_t (dy_t C_t + κ).  dl, dy (DB, 1, 4)."""
     dl0, dl1, dl2, dl3 = _cols4(dl)
     dy0, dy1, dy2, dy3 = _cols4(dy)
-    C0, C1, C2, C3 = _cols4(CT)
-    kappa = tl.exp2(A2 * dl3[:, :, None]) * (dy3[:, :, None] * C3[None, :, :] + kappa)
-    kappa = tl.exp2(A2 * dl2[:, :, None]) * (dy2[:, :, None] * C2[None, :, :] + kappa)
-    kappa = tl.exp2(A2 * dl1[:, :, None]) * (dy1[:, :, None] * C1[None, :, :] + kappa)
-    return tl.exp2(A2 * dl0[:, :, None]) * (dy0[:, :, None] * C0[None, :, :] + kappa)
+    C0, C1, C2, C3 = _states4(Cp, s_Cn, nn, mask_n, t0, l, F64)
+    kappa = tl.exp2(A2 * dl3[:, :, None]) * (dy3[:, :, None] * C3 + kappa)
+    kappa = tl.exp2(A2 * dl2[:, :, None]) * (dy2[:, :, None] * C2 + kappa)
+    kappa = tl.exp2(A2 * dl1[:, :, None]) * (dy1[:, :, None] * C1 + kappa)
+    return tl.exp2(A2 * dl0[:, :, None]) * (dy0[:, :, None] * C0 + kappa)
 
 
 @triton.jit
@@ -285,61 +309,77 @@ def chunk_state_bwd_lane_kernel(
         dy, _, _, _ = _dy(dout_ptr, z_ptr, bi, s_gb, s_gd, s_zb, s_zd, offs_d, mask_d, t0, l, HAS_Z, F64, 1, 16)
         dl0, dl1, dl2, dl3 = _quarters(dl)
         dy0, dy1, dy2, dy3 = _quarters(dy)
-        kappa = _carry_back4(kappa, A2, dl3, dy3, _states(Cp, s_Cn, nn, mask_n, t0 + 12, l, F64))
-        kappa = _carry_back4(kappa, A2, dl2, dy2, _states(Cp, s_Cn, nn, mask_n, t0 + 8, l, F64))
-        kappa = _carry_back4(kappa, A2, dl1, dy1, _states(Cp, s_Cn, nn, mask_n, t0 + 4, l, F64))
-        kappa = _carry_back4(kappa, A2, dl0, dy0, _states(Cp, s_Cn, nn, mask_n, t0, l, F64))
+        kappa = _carry_back4(kappa, A2, dl3, dy3, Cp, s_Cn, nn, mask_n, t0 + 12, l, F64)
+        kappa = _carry_back4(kappa, A2, dl2, dy2, Cp, s_Cn, nn, mask_n, t0 + 8, l, F64)
+        kappa = _carry_back4(kappa, A2, dl1, dy1, Cp, s_Cn, nn, mask_n, t0 + 4, l, F64)
+        kappa = _carry_back4(kappa, A2, dl0, dy0, Cp, s_Cn, nn, mask_n, t0, l, F64)
     c_off = (bi * nc + pid_c) * d
     tl.store(R_ptr + (c_off + offs_d[:, None, None]) * n + nn[None, :, :], kappa, mask=mask_dn)
 
 
 @triton.jit
-def _back(kappa, dA, h, A2, dl, du, dy, Bt, Ct):
-    """One step backwards. h = h_t (DB, G, 4); dl, du, dy (DB, GL); Bt, Ct (G, 4). Returns the new carry
-    κ = a_t λ_t, dA, the sums Σ_n λB, Σ_n λ A2 a h_{t-1}, Σ_n C h (DB, 1) and dB_t, dC_t (G, 4)."""
-    lam = dy[:, :, None] * Ct[None, :, :] + kappa                                 # λ_t
-    q = lam * (h - du[:, :, None] * Bt[None, :, :])                               # λ_t a_t h_{t-1}
-    kappa = tl.exp2(A2 * dl[:, :, None]) * lam
+def _back(kappa, dA, h, a, A2, dl, du, dy, Bt, Ct):
+    """One step backwards. h = h_t, a = a_t (DB, G, 4); dl, du, dy (DB, GL); Bt, Ct (1 or DB, G, 4). Returns the new
+    carry κ = a_t λ_t, dA, the sums Σ_n λB, Σ_n λ A2 a h_{t-1}, Σ_n C h (DB, 1) and dB_t, dC_t (G, 4)."""
+    lam = dy[:, :, None] * Ct + kappa                                 # λ_t
+    q = lam * (h - du[:, :, None] * Bt)                               # λ_t a_t h_{t-1}
+    kappa = a * lam
     dA += q * dl[:, :, None]
-    return (kappa, dA, _sum_n(lam * Bt[None, :, :]), _sum_n(q * A2), _sum_n(h * Ct[None, :, :]),
+    return (kappa, dA, _sum_n(lam * Bt), _sum_n(q * A2), _sum_n(h * Ct),
             tl.sum(lam * du[:, :, None], axis=0), tl.sum(h * dy[:, :, None], axis=0))
 
 
 @triton.jit
-def _grad_tile(h, kappa, dA, dD, dbias, dl, du, dy, A2, Dv, bias, t0, bi, offs_d, nn, mask_d, mask_n, l, n,
-               u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
-               s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_Bb, s_Bn, s_Cb, s_Cn, s_gb, s_gd, s_ob, s_od,
-               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-               F64: tl.constexpr, GL: tl.constexpr):
-    """All gradients of steps t0..t0+3, from h = the state before t0 and κ = a λ just after the tile.
-    dl, du, dy: the tile's (DB, GL, 4) blocks of δ, δu, dy; the per-channel results are (DB, 1, 4) blocks."""
+def _grad_tile(h, kappa, dA, dl, du, dy, A2, t0, bi, nn, mask_n, l, n, B_ptr, C_ptr, dB_ptr, dC_ptr,
+               s_Bb, s_Bn, s_Cb, s_Cn, F64: tl.constexpr, R: tl.constexpr):
+    """The recurrence's part of the gradients of steps t0..t0+3, from h = the state before t0 and κ = a λ just
+    after the tile; dl, du, dy: the tile's (DB, GL, 4) blocks of δ, δu, dy. Adds dB_t, dC_t; returns κ, dA and
+    the per-channel sums Σ_n λB, Σ_n λ A2 a h_{t-1}, Σ_n C h as (DB, 1, 4) blocks."""
     dl0, dl1, dl2, dl3 = _cols4(dl)
     du0, du1, du2, du3 = _cols4(du)
     dy0, dy1, dy2, dy3 = _cols4(dy)
-    B0, B1, B2, B3 = _cols4(_states(B_ptr + bi * s_Bb, s_Bn, nn, mask_n, t0, l, F64))
-    C0, C1, C2, C3 = _cols4(_states(C_ptr + bi * s_Cb, s_Cn, nn, mask_n, t0, l, F64))
-    h0 = _advance(h, A2, dl0, du0, B0)                                            # h_t, kept in registers
-    h1 = _advance(h0, A2, dl1, du1, B1)
-    h2 = _advance(h1, A2, dl2, du2, B2)
-    h3 = _advance(h2, A2, dl3, du3, B3)
-    kappa, dA, lb3, qa3, y3, dB3, dC3 = _back(kappa, dA, h3, A2, dl3, du3, dy3, B3, C3)
-    kappa, dA, lb2, qa2, y2, dB2, dC2 = _back(kappa, dA, h2, A2, dl2, du2, dy2, B2, C2)
-    kappa, dA, lb1, qa1, y1, dB1, dC1 = _back(kappa, dA, h1, A2, dl1, du1, dy1, B1, C1)
-    kappa, dA, lb0, qa0, y0, dB0, dC0 = _back(kappa, dA, h0, A2, dl0, du0, dy0, B0, C0)
-    # per-channel results, (DB, 1, 4)
-    dl, v, m = _delta(delta_ptr + bi * s_db, s_dd, offs_d, mask_d, t0, l, bias, HAS_BIAS, SOFTPLUS, F64)
-    u, _ = _rows(u_ptr + bi * s_ub, s_ud, offs_d, mask_d, t0, l, F64)
-    dy, go, z, sz = _dy(dout_ptr, z_ptr, bi, s_gb, s_gd, s_zb, s_zd, offs_d, mask_d, t0, l, HAS_Z, F64)
-    lamB = _join4(lb0, lb1, lb2, lb3)
-    ddl = u * lamB + _join4(qa0, qa1, qa2, qa3) * (1.0 / LOG2E)                   # + Σ_n λ A a h_{t-1}
+    B0, B1, B2, B3 = _states4(B_ptr + bi * s_Bb, s_Bn, nn, mask_n, t0, l, F64, R)
+    C0, C1, C2, C3 = _states4(C_ptr + bi * s_Cb, s_Cn, nn, mask_n, t0, l, F64, R)
+    # h_t and a_t of the 4 steps, kept in registers (a_t is reused by the backward step: one exp2 fewer)
+    a0 = tl.exp2(A2 * dl0[:, :, None])
+    h0 = a0 * h + du0[:, :, None] * B0
+    a1 = tl.exp2(A2 * dl1[:, :, None])
+    h1 = a1 * h0 + du1[:, :, None] * B1
+    a2 = tl.exp2(A2 * dl2[:, :, None])
+    h2 = a2 * h1 + du2[:, :, None] * B2
+    a3 = tl.exp2(A2 * dl3[:, :, None])
+    h3 = a3 * h2 + du3[:, :, None] * B3
+    kappa, dA, lb3, qa3, y3, dB3, dC3 = _back(kappa, dA, h3, a3, A2, dl3, du3, dy3, B3, C3)
+    kappa, dA, lb2, qa2, y2, dB2, dC2 = _back(kappa, dA, h2, a2, A2, dl2, du2, dy2, B2, C2)
+    kappa, dA, lb1, qa1, y1, dB1, dC1 = _back(kappa, dA, h1, a1, A2, dl1, du1, dy1, B1, C1)
+    kappa, dA, lb0, qa0, y0, dB0, dC0 = _back(kappa, dA, h0, a0, A2, dl0, du0, dy0, B0, C0)
+    cols = t0 + tl.arange(0, 4)
+    o_nt = bi * n * l + nn[:, :, None] * l + cols[None, None, :]
+    m_nt = mask_n[:, :, None] & (cols < l)[None, None, :]
+    tl.atomic_add(dB_ptr + o_nt, _join4(dB0, dB1, dB2, dB3), mask=m_nt, sem="relaxed")
+    tl.atomic_add(dC_ptr + o_nt, _join4(dC0, dC1, dC2, dC3), mask=m_nt, sem="relaxed")
+    return kappa, dA, _join4(lb0, lb1, lb2, lb3), _join4(qa0, qa1, qa2, qa3), _join4(y0, y1, y2, y3)
+
+
+@triton.jit
+def _grad_rows(lamB, qA, y, dD, dbias, Dv, bias, s0, bi, offs_d, mask_d, l,
+               u_ptr, delta_ptr, z_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr,
+               s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_gb, s_gd, s_ob, s_od,
+               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+               F64: tl.constexpr):
+    """Per-channel gradients of the 16 steps from s0 (du, dδ, dz written as 64-byte rows), from the sums
+    Σ_n λB, Σ_n λ A2 a h_{t-1}, Σ_n C h (DB, 1, 16); returns dD, dbias plus this segment's part."""
+    dl, v, m = _delta(delta_ptr + bi * s_db, s_dd, offs_d, mask_d, s0, l, bias, HAS_BIAS, SOFTPLUS, F64, 1, 16)
+    u, _ = _rows(u_ptr + bi * s_ub, s_ud, offs_d, mask_d, s0, l, F64, 1, 16)
+    dy, go, z, sz = _dy(dout_ptr, z_ptr, bi, s_gb, s_gd, s_zb, s_zd, offs_d, mask_d, s0, l, HAS_Z, F64, 1, 16)
+    ddl = u * lamB + qA * (1.0 / LOG2E)                                           # + Σ_n λ A a h_{t-1}
     duo = dl * lamB
     if HAS_D:
         duo += Dv * dy
         dD += tl.sum(dy * u, axis=2, keep_dims=True)
-    cols = t0 + tl.arange(0, 4)
+    cols = s0 + tl.arange(0, 16)
     o = offs_d[:, None, None] * s_od + cols[None, None, :]
     if HAS_Z:
-        y = _join4(y0, y1, y2, y3)
         if HAS_D:
             y += Dv * u
         tl.store(dz_ptr + bi * s_ob + o, go * y * sz * (1.0 + z * (1.0 - sz)), mask=m)
@@ -349,11 +389,7 @@ def _grad_tile(h, kappa, dA, dD, dbias, dl, du, dy, A2, Dv, bias, t0, bi, offs_d
     dbias += tl.sum(ddl, axis=2, keep_dims=True)
     tl.store(du_ptr + bi * s_ob + o, duo, mask=m)
     tl.store(ddelta_ptr + bi * s_ob + o, ddl, mask=m)
-    o_nt = bi * n * l + nn[:, :, None] * l + cols[None, None, :]
-    m_nt = mask_n[:, :, None] & (cols < l)[None, None, :]
-    tl.atomic_add(dB_ptr + o_nt, _join4(dB0, dB1, dB2, dB3), mask=m_nt, sem="relaxed")
-    tl.atomic_add(dC_ptr + o_nt, _join4(dC0, dC1, dC2, dC3), mask=m_nt, sem="relaxed")
-    return kappa, dA, dD, dbias
+    return dD, dbias
 
 
 @triton.jit
@@ -384,6 +420,7 @@ def scan_grad_lane_kernel(
     start = pid_c * chunk_len
     end = tl.minimum(start + chunk_len, l)
     nsc = tl.cdiv(end - start, 16)
+    R: tl.constexpr = DB if GL > 1 else 1
     for kk in tl.range(0, nsc, num_stages=STAGES):
         s0 = start + (nsc - 1 - kk) * 16
         # the segment's δ, δu, dy (16 steps, 64-byte rows), and the states at its 4-step tile boundaries
@@ -396,29 +433,22 @@ def scan_grad_lane_kernel(
         dy0, dy1, dy2, dy3 = _quarters(dy)
         Bp = B_ptr + bi * s_Bb
         h0 = _acc(tl.load(H_ptr + (bi * nseg + s0 // 16) * d * n + o_dn, mask=mask_dn, other=0.0), F64)
-        h1 = _advance4(h0, A2, dl0, du0, _states(Bp, s_Bn, nn, mask_n, s0, l, F64))
-        h2 = _advance4(h1, A2, dl1, du1, _states(Bp, s_Bn, nn, mask_n, s0 + 4, l, F64))
-        h3 = _advance4(h2, A2, dl2, du2, _states(Bp, s_Bn, nn, mask_n, s0 + 8, l, F64))
-        kappa, dA, dD, dbias = _grad_tile(
-            h3, kappa, dA, dD, dbias, dl3, du3, dy3, A2, Dv, bias, s0 + 12, bi, offs_d, nn, mask_d, mask_n,
-            l, n, u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
-            s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_Bb, s_Bn, s_Cb, s_Cn, s_gb, s_gd, s_ob, s_od,
-            HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, F64, GL)
-        kappa, dA, dD, dbias = _grad_tile(
-            h2, kappa, dA, dD, dbias, dl2, du2, dy2, A2, Dv, bias, s0 + 8, bi, offs_d, nn, mask_d, mask_n,
-            l, n, u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
-            s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_Bb, s_Bn, s_Cb, s_Cn, s_gb, s_gd, s_ob, s_od,
-            HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, F64, GL)
-        kappa, dA, dD, dbias = _grad_tile(
-            h1, kappa, dA, dD, dbias, dl1, du1, dy1, A2, Dv, bias, s0 + 4, bi, offs_d, nn, mask_d, mask_n,
-            l, n, u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
-            s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_Bb, s_Bn, s_Cb, s_Cn, s_gb, s_gd, s_ob, s_od,
-            HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, F64, GL)
-        kappa, dA, dD, dbias = _grad_tile(
-            h0, kappa, dA, dD, dbias, dl0, du0, dy0, A2, Dv, bias, s0, bi, offs_d, nn, mask_d, mask_n,
-            l, n, u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
-            s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_Bb, s_Bn, s_Cb, s_Cn, s_gb, s_gd, s_ob, s_od,
-            HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, F64, GL)
+        h1 = _advance4(h0, A2, dl0, du0, Bp, s_Bn, nn, mask_n, s0, l, F64, R)
+        h2 = _advance4(h1, A2, dl1, du1, Bp, s_Bn, nn, mask_n, s0 + 4, l, F64, R)
+        h3 = _advance4(h2, A2, dl2, du2, Bp, s_Bn, nn, mask_n, s0 + 8, l, F64, R)
+        kappa, dA, lb3, qa3, y3 = _grad_tile(h3, kappa, dA, dl3, du3, dy3, A2, s0 + 12, bi, nn, mask_n, l, n,
+                                               B_ptr, C_ptr, dB_ptr, dC_ptr, s_Bb, s_Bn, s_Cb, s_Cn, F64, R)
+        kappa, dA, lb2, qa2, y2 = _grad_tile(h2, kappa, dA, dl2, du2, dy2, A2, s0 + 8, bi, nn, mask_n, l, n,
+                                               B_ptr, C_ptr, dB_ptr, dC_ptr, s_Bb, s_Bn, s_Cb, s_Cn, F64, R)
+        kappa, dA, lb1, qa1, y1 = _grad_tile(h1, kappa, dA, dl1, du1, dy1, A2, s0 + 4, bi, nn, mask_n, l, n,
+                                               B_ptr, C_ptr, dB_ptr, dC_ptr, s_Bb, s_Bn, s_Cb, s_Cn, F64, R)
+        kappa, dA, lb0, qa0, y0 = _grad_tile(h0, kappa, dA, dl0, du0, dy0, A2, s0, bi, nn, mask_n, l, n,
+                                               B_ptr, C_ptr, dB_ptr, dC_ptr, s_Bb, s_Bn, s_Cb, s_Cn, F64, R)
+        dD, dbias = _grad_rows(_unquarters(lb0, lb1, lb2, lb3), _unquarters(qa0, qa1, qa2, qa3),
+                               _unquarters(y0, y1, y2, y3), dD, dbias, Dv, bias, s0, bi, offs_d, mask_d, l,
+                               u_ptr, delta_ptr, z_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr,
+                               s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_gb, s_gd, s_ob, s_od,
+                               HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, F64)
     c_off = (bi * nc + pid_c) * d
     tl.store(dA_ptr + (c_off + offs_d[:, None, None]) * n + nn[None, :, :], dA, mask=mask_dn)
     tl.store(dD_ptr + c_off + offs_d[:, None, None], dD, mask=offs_d[:, None, None] < d)
