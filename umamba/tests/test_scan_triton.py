@@ -3,10 +3,11 @@
 On a machine without a GPU (CI) the kernels run under Triton's interpreter: `test_under_triton_interpreter`
 re-runs this file in a subprocess with TRITON_INTERPRET=1 (the variable must be set before triton is imported,
 so it cannot be switched on inside this process). The interpreter executes every program in Python, so the
-cases are tiny but shaped to exercise every path of both kernel variants ("seq" and "tile"): several chunks (forward and reverse chunk scans with a carry
-between scan tiles), several tiles per chunk, a partial last tile and chunk, a partial channel block, a state
-size that is not a power of two, the single-chunk path, optional D / z / delta_bias / softplus, bf16 inputs,
-a backward channel block unlike the forward's.
+cases are tiny but shaped to exercise every path of both kernel variants ("lane", the default, and "seq"):
+several chunks (forward and reverse chunk scans with a carry between scan tiles), several tiles or 16-step
+segments per chunk, a partial last tile, segment and chunk, a partial channel block, a state size that is not a
+power of two, 16 states (four 4-state groups, also shared by 4 threads in the gradient kernel), the single-chunk
+path, optional D / z / delta_bias / softplus, bf16 inputs, a backward channel block unlike the forward's.
 On a CUDA machine the same cases run on the GPU directly.
 """
 
@@ -67,7 +68,6 @@ def _rel(x, ref):
 CASES = {
     "seq_chunks_tiles_partial": ("seq", 1, 3, 13, 3, 4, 2, 4, 2, True, True, True, True),
     "seq_one_chunk_no_options": ("seq", 1, 2, 7, 2, 8, 2, 0, 0, False, False, False, False),
-    "tile_chunks_tiles_partial": ("tile", 1, 3, 13, 3, 4, 2, 0, 2, True, True, True, True),
     # lane: 16-step segments, one per chunk (NT=1): 3 chunks, the last partial; a partial channel block; n=3
     "lane_chunks_partial": ("lane", 1, 3, 37, 3, 4, 2, 0, 1, True, True, True, True),
     # lane: n=16 (four 4-state groups), two segments per chunk, b=2, no options
@@ -145,4 +145,4 @@ def test_under_triton_interpreter():
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     passed = re.search(r"(\d+) passed", out)
-    assert passed and int(passed.group(1)) == 9, out[-2000:]
+    assert passed and int(passed.group(1)) == 8, out[-2000:]

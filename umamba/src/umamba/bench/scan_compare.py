@@ -164,10 +164,12 @@ def time_shape(name, b, d, l, n, fns, reps, configs=None):
     return rows
 
 
-DEFAULT_SWEEP = ("seq:T=16,DB=16,warps=1,warps_grad=1,per_sm=16;seq:T=16,DB=16,warps=2,warps_grad=2,per_sm=16;"
-                 "seq:T=16,DB=8,warps=1,warps_grad=1,per_sm=16;seq:T=16,DB=32,warps=2,warps_grad=2,per_sm=16;"
-                 "seq:T=16,DB=16,warps=1,warps_grad=1,per_sm=32;seq:T=16,DB=16,warps=1,warps_grad=1,per_sm=8;"
-                 "seq:T=32,DB=16,warps=1,warps_grad=1,per_sm=16;tile:T=32,DB=8,warps=4,warps_grad=4,per_sm=8")
+DEFAULT_SWEEP = ("lane:DB=32,DB_grad=8,warps=1,warps_grad=1,per_sm=64,stages=3;"
+                 "lane:DB=32,DB_grad=8,warps=1,warps_grad=1,per_sm=64,stages=1;"
+                 "lane:DB=32,DB_grad=8,warps=1,warps_grad=1,per_sm=32,stages=3;"
+                 "lane:DB=32,DB_grad=8,warps=1,warps_grad=1,per_sm=128,stages=2;"
+                 "lane:DB=64,DB_grad=8,warps=2,warps_grad=1,per_sm=64,stages=2;"
+                 "seq:T=16,DB=32,DB_grad=16,warps=2,warps_grad=2,per_sm=16")
 
 
 def parse_configs(text):

@@ -50,15 +50,15 @@ def is_available(device: torch.device | str | None = None) -> bool:
 @dataclasses.dataclass(frozen=True)
 class ScanConfig:
     """Launch shape. mode: "lane" (a channel's states in one thread, scan_triton_lane_kernels.py; the default),
-    "seq" (per-chunk kernels step through time, scan_triton_seq_kernels.py) or "tile" (tiles of T steps scanned
-    with tl.associative_scan, scan_triton_kernels.py). lane: chunks are multiples of 16 steps; lanes_grad > 1
+    or "seq" (per-chunk kernels step through time, a step taken out of (DB, T) blocks by one-hot sums across
+    threads, scan_triton_seq_kernels.py; used for more than 16 states). lane: chunks are multiples of 16 steps; lanes_grad > 1
     shares a channel's states among 4 threads in the gradient kernel; stages / stages_grad: Triton software
     pipelining depth of the forward / backward lane kernels' loops. T: steps per tile (seq: the
     spacing of the states kept for backward); DB: channels per program; NT: tiles per chunk (0 = choose so that
     there are about `per_sm` programs per multiprocessor); DB_grad: channels per program of the backward kernels
     (0 = DB); warps / warps_grad: warps per program of the forward / backward per-chunk kernels;
     LB/CB: lanes and chunks per chunk-scan tile."""
-    mode: str = "seq"
+    mode: str = "lane"
     T: int = 16
     DB: int = 16
     DB_grad: int = 0
@@ -80,13 +80,15 @@ class ScanConfig:
     def parse(text: str) -> "ScanConfig":
         """'mode:key=value,...' (e.g. 'seq:T=16,DB=32,warps=2') -> ScanConfig; unknown keys raise."""
         mode, _, rest = text.strip().partition(":")
+        if mode not in ("lane", "seq"):
+            raise ValueError(f"mode {mode!r}: use lane or seq")
         kw = {k.strip(): int(v) for k, v in (kv.split("=") for kv in filter(None, rest.split(",")))}
-        return ScanConfig(mode=mode or "seq", **kw)
+        return ScanConfig(mode=mode, **kw)
 
 
 # The fastest of the configurations swept on an H200 (BENCHMARKS.md, GPU section): summed fwd+bwd time at
-# U-Mamba Enc 3D stages 0 and 1 (b=2). The "lane" kernels (scan_triton_lane_kernels.py); the "seq" and "tile"
-# variants stay selectable for comparison (UMAMBA_TRITON_SCAN_CONFIG) and for n > 16 states.
+# U-Mamba Enc 3D stages 0 and 1 (b=2). The "lane" kernels (scan_triton_lane_kernels.py); "seq" stays selectable
+# for comparison (UMAMBA_TRITON_SCAN_CONFIG) and serves n > 16 states.
 DEFAULT_CONFIG = ScanConfig(mode="lane", DB=32, DB_grad=8, warps=1, warps_grad=1, per_sm=64, lanes_grad=4, stages=3,
                             stages_grad=1)
 CONFIG_ENV = "UMAMBA_TRITON_SCAN_CONFIG"  # e.g. "seq:T=16,DB=32,DB_grad=16,warps=2,warps_grad=2" (benchmarks)
@@ -100,7 +102,7 @@ def _env_config() -> ScanConfig | None:
         return ScanConfig.parse(text)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{CONFIG_ENV}={text!r} is not a scan configuration ({exc})",
-                        "use 'mode:key=value,...' with mode seq or tile and ScanConfig fields, or unset it")
+                        "use 'mode:key=value,...' with mode lane or seq and ScanConfig fields, or unset it")
 
 
 def _pow2(x: int) -> int:
@@ -149,6 +151,28 @@ def _chunk_scan(S, dsum, A, reverse, f64, cfg):
     return E
 
 
+def _grad_buffers(u, delta, z, n, nc, acc):
+    """The backward kernels' outputs: du, dδ, dz (b, d, l); dB, dC (b, n, l) summed into atomically (zeroed);
+    partial sums per chunk of dA (b, nc, d, n), dD and dbias (b, nc, d)."""
+    b, d, l = u.shape
+    du = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
+    ddelta = torch.empty((b, d, l), device=u.device, dtype=delta.dtype)
+    dz = torch.empty((b, d, l), device=u.device, dtype=z.dtype) if z is not None else None
+    dB = torch.zeros((b, n, l), device=u.device, dtype=acc)
+    dC = torch.zeros((b, n, l), device=u.device, dtype=acc)
+    dA = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
+    dD = torch.empty((b, nc, d), device=u.device, dtype=acc)
+    dbias = torch.empty((b, nc, d), device=u.device, dtype=acc)
+    return du, ddelta, dz, dB, dC, dA, dD, dbias
+
+
+def _grad_results(B, C, D, delta_bias, du, ddelta, dz, dB, dC, dA, dD, dbias):
+    """-> (du, ddelta, dA, dB, dC, dD or None, dz or None, ddelta_bias or None), partial sums added up."""
+    return (du, ddelta, dA.sum((0, 1)), dB.to(B.dtype), dC.to(C.dtype),
+            dD.sum((0, 1)) if D is not None else None, dz,
+            dbias.sum((0, 1)) if delta_bias is not None else None)
+
+
 def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_states, cfg=DEFAULT_CONFIG):
     """-> (out, tile states or None, Δ per chunk or None, plan). Unit stride along l; A (d, n) contiguous."""
     if cfg.mode == "lane":
@@ -162,14 +186,11 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_stat
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, NP=NP, T=T)
     grid = (nc, b * ndb)
     dummy = u
-    seq = cfg.mode == "seq"
-    # the seq kernels take the chunk length in steps, the tile kernels the number of tiles per chunk
-    per_chunk = NT * T if seq else NT
+    per_chunk = NT * T                                        # chunk length in steps
     if nc > 1:
         S = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
         dsum = torch.empty((b, nc, d), device=u.device, dtype=acc)
-        kernel = _s.chunk_state_fwd_seq_kernel if seq else _k.chunk_state_fwd_kernel
-        kernel[grid](
+        _s.chunk_state_fwd_seq_kernel[grid](
             u, delta, B, A, delta_bias if delta_bias is not None else dummy, S, dsum,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1), A.stride(0),
             d, l, n, per_chunk, nc, num_warps=cfg.warps, **flags)
@@ -178,7 +199,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_stat
         dsum = E = None
     out = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
     H = torch.empty((b, ntiles, d, n), device=u.device, dtype=acc) if store_states else None
-    (_s.scan_out_fwd_seq_kernel if seq else _k.scan_out_fwd_kernel)[grid](
+    _s.scan_out_fwd_seq_kernel[grid](
         u, delta, z if z is not None else dummy, B, C, A, D if D is not None else dummy,
         delta_bias if delta_bias is not None else dummy, E if E is not None else dummy, out,
         H if H is not None else dummy,
@@ -207,12 +228,10 @@ def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, 
     grid = (nc, b * ndb)
     dummy = u
     zz = z if z is not None else u
-    seq = cfg.mode == "seq"
-    per_chunk = NT * T if seq else NT
+    per_chunk = NT * T
     if nc > 1:
         R = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
-        kernel = _s.chunk_state_bwd_seq_kernel if seq else _k.chunk_state_bwd_kernel
-        kernel[grid](
+        _s.chunk_state_bwd_seq_kernel[grid](
             dout, zz, delta, C, A, delta_bias if delta_bias is not None else dummy, R,
             dout.stride(0), dout.stride(1), zz.stride(0), zz.stride(1), delta.stride(0), delta.stride(1),
             C.stride(0), C.stride(1), A.stride(0),
@@ -220,30 +239,17 @@ def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, 
         E = _chunk_scan(R, dsum, A, True, f64, cfg)
     else:
         E = dummy
-    du = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
-    ddelta = torch.empty((b, d, l), device=u.device, dtype=delta.dtype)
-    dz = torch.empty((b, d, l), device=u.device, dtype=z.dtype) if z is not None else None
-    dB = torch.zeros((b, n, l), device=u.device, dtype=acc)
-    dC = torch.zeros((b, n, l), device=u.device, dtype=acc)
-    dA = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
-    dD = torch.empty((b, nc, d), device=u.device, dtype=acc)
-    dbias = torch.empty((b, nc, d), device=u.device, dtype=acc)
+    du, ddelta, dz, dB, dC, dA, dD, dbias = _grad_buffers(u, delta, z, n, nc, acc)
     common = (u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
               B.stride(0), B.stride(1), C.stride(0), C.stride(1), dout.stride(0), dout.stride(1), A.stride(0),
               du.stride(0), du.stride(1), d, l, n, per_chunk, nc, ntiles)
     ins = (u, delta, zz, B, C, dout, A, D if D is not None else dummy,
            delta_bias if delta_bias is not None else dummy, H, E)
     outs = (du, ddelta, dz if dz is not None else du, dB, dC, dA, dD, dbias)
-    if seq:
-        scratch = torch.empty((grid[0] * grid[1], T, DB, NP), device=u.device, dtype=acc)
-        _s.scan_grad_seq_kernel[grid](*ins, scratch, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None,
-                                      num_warps=cfg.warps_grad, **flags)
-    else:
-        _k.scan_grad_kernel[grid](*ins, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None,
+    scratch = torch.empty((grid[0] * grid[1], T, DB, NP), device=u.device, dtype=acc)
+    _s.scan_grad_seq_kernel[grid](*ins, scratch, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None,
                                   num_warps=cfg.warps_grad, **flags)
-    return (du, ddelta, dA.sum((0, 1)), dB.to(B.dtype), dC.to(C.dtype),
-            dD.sum((0, 1)) if D is not None else None, dz,
-            dbias.sum((0, 1)) if delta_bias is not None else None)
+    return _grad_results(B, C, D, delta_bias, du, ddelta, dz, dB, dC, dA, dD, dbias)
 
 
 def _lane_plan(b: int, d: int, l: int, device: torch.device, cfg: ScanConfig):
@@ -321,14 +327,7 @@ def _lane_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H,
         E = _chunk_scan(R, dsum, A, True, f64, cfg)
     else:
         E = dummy
-    du = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
-    ddelta = torch.empty((b, d, l), device=u.device, dtype=delta.dtype)
-    dz = torch.empty((b, d, l), device=u.device, dtype=z.dtype) if z is not None else None
-    dB = torch.zeros((b, n, l), device=u.device, dtype=acc)
-    dC = torch.zeros((b, n, l), device=u.device, dtype=acc)
-    dA = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
-    dD = torch.empty((b, nc, d), device=u.device, dtype=acc)
-    dbias = torch.empty((b, nc, d), device=u.device, dtype=acc)
+    du, ddelta, dz, dB, dC, dA, dD, dbias = _grad_buffers(u, delta, z, n, nc, acc)
     _l.scan_grad_lane_kernel[grid_grad](
         u, delta, zz, B, C, dout, A, D if D is not None else dummy,
         delta_bias if delta_bias is not None else dummy, H, E,
@@ -337,9 +336,7 @@ def _lane_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H,
         B.stride(0), B.stride(1), C.stride(0), C.stride(1), dout.stride(0), dout.stride(1), A.stride(0),
         du.stride(0), du.stride(1), d, l, n, chunk_len, nc, nseg,
         HAS_D=D is not None, HAS_Z=z is not None, GL=GL, num_warps=cfg.warps_grad, **dict(flags, DB=DB_grad))
-    return (du, ddelta, dA.sum((0, 1)), dB.to(B.dtype), dC.to(C.dtype),
-            dD.sum((0, 1)) if D is not None else None, dz,
-            dbias.sum((0, 1)) if delta_bias is not None else None)
+    return _grad_results(B, C, D, delta_bias, du, ddelta, dz, dB, dC, dA, dD, dbias)
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
