@@ -6,12 +6,15 @@ sequence is cut into chunks and every (batch, channel block, chunk) is its own p
 
 forward   1. chunk_state_fwd   per chunk, from a zero state: S_c = state at the chunk's end, Δ_c = Σ δ
           2. chunk_scan        across chunks: E_c = exp(A Δ_c) E_{c-1} + S_c   (the true state after chunk c)
-          3. scan_out_fwd      per chunk, from E_{c-1}: tiles of T steps scanned in registers -> y·SiLU(z);
-                               the state before every tile is kept for the backward pass, (b, l/T, d, n)
+          3. scan_out_fwd      per chunk, from E_{c-1}: step by step -> y·SiLU(z); the state every 16 steps
+                               (lane; every T steps for seq) is kept for the backward pass, (b, l/16, d, n)
 backward  1. chunk_state_bwd   per chunk: R_c = the adjoint carry a_{t0} λ_{t0} from a zero carry
           2. chunk_scan        across chunks, right to left: E_c = exp(A Δ_c) E_{c+1} + R_c
-          3. scan_grad         per chunk, tiles right to left: h from the kept tile states, λ by a reverse scan,
+          3. scan_grad         per chunk, right to left: h re-run from the kept states, λ walked backwards,
                                then every gradient (see scan_triton_kernels.py for the equations)
+Two kernel families implement the per-chunk passes: "lane" (scan_triton_lane_kernels.py, the default: a
+channel's states in registers, no cross-thread work in the forward) and "seq" (scan_triton_seq_kernels.py, used
+for more than 16 states).
 Nothing of size (b, d, l, n) is ever stored; the state and all sums are float32 (float64 for float64 inputs).
 Inputs may be float32, bfloat16, float16 or float64; outputs and gradients take their input's dtype.
 
