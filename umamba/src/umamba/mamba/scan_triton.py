@@ -119,10 +119,11 @@ def _multiprocessors(device: torch.device) -> int:
 
 
 def _plan(b: int, d: int, l: int, device: torch.device, cfg: ScanConfig):
-    """(DB, T, NT, number of d blocks, tiles, chunks). Chunks are long enough to amortise the chunk passes but
-    numerous enough that b · d-blocks · chunks fills the GPU several times over."""
+    """(DB, T, NT, number of d blocks, tiles, chunks); T is the lane kernels' 16-step segment or cfg.T. Chunks
+    are long enough to amortise the chunk passes but numerous enough that b · d-blocks · chunks fills the GPU
+    several times over."""
     DB = min(cfg.DB, _pow2(d))
-    T = cfg.T
+    T = _l.SEG if cfg.mode == "lane" else cfg.T
     ndb = -(-d // DB)
     ntiles = -(-l // T)
     NT = cfg.NT
@@ -132,6 +133,25 @@ def _plan(b: int, d: int, l: int, device: torch.device, cfg: ScanConfig):
     NT = min(NT, ntiles)
     nc = -(-ntiles // NT)
     return DB, T, NT, ndb, ntiles, nc
+
+
+def _kernels(cfg: ScanConfig):
+    """(chunk state fwd, outputs, chunk state bwd, gradients) of the configured family; both take the same
+    arguments except the gradient kernel's scratch area (seq) and layout flags."""
+    if cfg.mode == "lane":
+        return (_l.chunk_state_fwd_lane_kernel, _l.scan_out_fwd_lane_kernel, _l.chunk_state_bwd_lane_kernel,
+                _l.scan_grad_lane_kernel)
+    return (_s.chunk_state_fwd_seq_kernel, _s.scan_out_fwd_seq_kernel, _s.chunk_state_bwd_seq_kernel,
+            _s.scan_grad_seq_kernel)
+
+
+def _flags(cfg: ScanConfig, n: int, DB: int, T: int, f64: bool, delta_bias, delta_softplus, stages: int) -> dict:
+    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB)
+    if cfg.mode == "lane":
+        flags.update(G=max(1, _pow2(n) // 4), STAGES=stages)       # n = g·4 + k
+    else:
+        flags.update(NP=_pow2(n), T=T)
+    return flags
 
 
 def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -177,114 +197,22 @@ def _grad_results(B, C, D, delta_bias, du, ddelta, dz, dB, dC, dA, dD, dbias):
 
 
 def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_states, cfg=DEFAULT_CONFIG):
-    """-> (out, tile states or None, Δ per chunk or None, plan). Unit stride along l; A (d, n) contiguous."""
-    if cfg.mode == "lane":
-        return _lane_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_states, cfg)
+    """-> (out, kept states or None, Δ per chunk or None, plan). Unit stride along l; A (d, n) contiguous."""
     b, d, l = u.shape
     n = A.shape[1]
     acc = _acc_dtype(u)
     f64 = acc == torch.float64
-    DB, T, NT, ndb, ntiles, nc = _plan(b, d, l, u.device, cfg)
-    NP = _pow2(n)
-    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, NP=NP, T=T)
-    grid = (nc, b * ndb)
-    dummy = u
-    per_chunk = NT * T                                        # chunk length in steps
-    if nc > 1:
-        S = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
-        dsum = torch.empty((b, nc, d), device=u.device, dtype=acc)
-        _s.chunk_state_fwd_seq_kernel[grid](
-            u, delta, B, A, delta_bias if delta_bias is not None else dummy, S, dsum,
-            u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1), A.stride(0),
-            d, l, n, per_chunk, nc, num_warps=cfg.warps, **flags)
-        E = _chunk_scan(S, dsum, A, False, f64, cfg)
-    else:
-        dsum = E = None
-    out = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
-    H = torch.empty((b, ntiles, d, n), device=u.device, dtype=acc) if store_states else None
-    _s.scan_out_fwd_seq_kernel[grid](
-        u, delta, z if z is not None else dummy, B, C, A, D if D is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, E if E is not None else dummy, out,
-        H if H is not None else dummy,
-        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1),
-        (z if z is not None else u).stride(0), (z if z is not None else u).stride(1),
-        B.stride(0), B.stride(1), C.stride(0), C.stride(1), A.stride(0), out.stride(0), out.stride(1),
-        d, l, n, per_chunk, nc, ntiles,
-        HAS_D=D is not None, HAS_Z=z is not None, STORE_STATES=H is not None, num_warps=cfg.warps, **flags)
-    return out, H, dsum, (DB, T, NT, ndb, ntiles, nc)
-
-
-def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, dsum, plan, cfg=DEFAULT_CONFIG):
-    """-> (du, ddelta, dA, dB, dC, dD or None, dz or None, ddelta_bias or None)."""
-    if cfg.mode == "lane":
-        return _lane_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, dsum, plan, cfg)
-    b, d, l = u.shape
-    n = A.shape[1]
-    acc = _acc_dtype(u)
-    f64 = acc == torch.float64
-    _, T, NT, _, ntiles, nc = plan
-    # the backward kernels may use their own channel-block size: nothing they share with the forward depends on it
-    DB = min(cfg.DB_grad or cfg.DB, _pow2(d))
-    ndb = -(-d // DB)
-    NP = _pow2(n)
-    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, NP=NP, T=T)
+    DB, T, NT, ndb, ntiles, nc = plan = _plan(b, d, l, u.device, cfg)
+    state_fwd, out_fwd, _, _ = _kernels(cfg)
+    flags = _flags(cfg, n, DB, T, f64, delta_bias, delta_softplus, cfg.stages)
     grid = (nc, b * ndb)
     dummy = u
     zz = z if z is not None else u
-    per_chunk = NT * T
-    if nc > 1:
-        R = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
-        _s.chunk_state_bwd_seq_kernel[grid](
-            dout, zz, delta, C, A, delta_bias if delta_bias is not None else dummy, R,
-            dout.stride(0), dout.stride(1), zz.stride(0), zz.stride(1), delta.stride(0), delta.stride(1),
-            C.stride(0), C.stride(1), A.stride(0),
-            d, l, n, per_chunk, nc, HAS_Z=z is not None, num_warps=cfg.warps_grad, **flags)
-        E = _chunk_scan(R, dsum, A, True, f64, cfg)
-    else:
-        E = dummy
-    du, ddelta, dz, dB, dC, dA, dD, dbias = _grad_buffers(u, delta, z, n, nc, acc)
-    common = (u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
-              B.stride(0), B.stride(1), C.stride(0), C.stride(1), dout.stride(0), dout.stride(1), A.stride(0),
-              du.stride(0), du.stride(1), d, l, n, per_chunk, nc, ntiles)
-    ins = (u, delta, zz, B, C, dout, A, D if D is not None else dummy,
-           delta_bias if delta_bias is not None else dummy, H, E)
-    outs = (du, ddelta, dz if dz is not None else du, dB, dC, dA, dD, dbias)
-    scratch = torch.empty((grid[0] * grid[1], T, DB, NP), device=u.device, dtype=acc)
-    _s.scan_grad_seq_kernel[grid](*ins, scratch, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None,
-                                  num_warps=cfg.warps_grad, **flags)
-    return _grad_results(B, C, D, delta_bias, du, ddelta, dz, dB, dC, dA, dD, dbias)
-
-
-def _lane_plan(b: int, d: int, l: int, device: torch.device, cfg: ScanConfig):
-    """(DB, SEG, segments per chunk, number of d blocks, segments, chunks) for the lane kernels."""
-    DB = min(cfg.DB, max(_pow2(d), 1))
-    ndb = -(-d // DB)
-    nseg = -(-l // _l.SEG)
-    NS = cfg.NT
-    if NS <= 0:
-        NS = max(1, (nseg * b * ndb) // (cfg.per_sm * _multiprocessors(device)))
-    NS = min(NS, nseg)
-    nc = -(-nseg // NS)
-    return DB, _l.SEG, NS, ndb, nseg, nc
-
-
-def _lane_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_states, cfg):
-    b, d, l = u.shape
-    n = A.shape[1]
-    acc = _acc_dtype(u)
-    f64 = acc == torch.float64
-    DB, SEG, NS, ndb, nseg, nc = plan = _lane_plan(b, d, l, u.device, cfg)
-    G = max(1, _pow2(n) // 4)
-    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, G=G,
-                 STAGES=cfg.stages)
-    grid = (nc, b * ndb)
-    dummy = u
-    zz = z if z is not None else u
-    chunk_len = NS * SEG
+    chunk_len = NT * T
     if nc > 1:
         S = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
         dsum = torch.empty((b, nc, d), device=u.device, dtype=acc)
-        _l.chunk_state_fwd_lane_kernel[grid](
+        state_fwd[grid](
             u, delta, B, A, delta_bias if delta_bias is not None else dummy, S, dsum,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1), A.stride(0),
             d, l, n, chunk_len, nc, num_warps=cfg.warps, **flags)
@@ -292,53 +220,61 @@ def _lane_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_sta
     else:
         dsum = E = None
     out = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
-    H = torch.empty((b, nseg, d, n), device=u.device, dtype=acc) if store_states else None
-    _l.scan_out_fwd_lane_kernel[grid](
+    H = torch.empty((b, ntiles, d, n), device=u.device, dtype=acc) if store_states else None
+    out_fwd[grid](
         u, delta, zz, B, C, A, D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
         E if E is not None else dummy, out, H if H is not None else dummy,
         u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
         B.stride(0), B.stride(1), C.stride(0), C.stride(1), A.stride(0), out.stride(0), out.stride(1),
-        d, l, n, chunk_len, nc, nseg,
+        d, l, n, chunk_len, nc, ntiles,
         HAS_D=D is not None, HAS_Z=z is not None, STORE_STATES=H is not None, num_warps=cfg.warps, **flags)
     return out, H, dsum, plan
 
 
-def _lane_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, dsum, plan, cfg):
+def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, dsum, plan, cfg=DEFAULT_CONFIG):
+    """-> (du, ddelta, dA, dB, dC, dD or None, dz or None, ddelta_bias or None)."""
     b, d, l = u.shape
     n = A.shape[1]
     acc = _acc_dtype(u)
     f64 = acc == torch.float64
-    DB, SEG, NS, ndb, nseg, nc = plan
-    G = max(1, _pow2(n) // 4)
-    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB, G=G,
-                 STAGES=cfg.stages_grad)
-    grid = (nc, b * ndb)
-    # the gradient kernel may share a channel's states among lanes_grad threads (fewer registers: no spills)
-    GL = G if cfg.lanes_grad > 1 else 1
-    DB_grad = min(cfg.DB_grad or cfg.DB, max(_pow2(d), 1))
-    grid_grad = (nc, b * (-(-d // DB_grad)))
+    lane = cfg.mode == "lane"
+    DB_fwd, T, NT, _, ntiles, nc = plan
+    _, _, state_bwd, grad = _kernels(cfg)
+    # the gradient kernel may use its own channel-block size: nothing it shares with the forward depends on it.
+    # The lane family's chunk-state pass keeps the forward's block and warps (a state pass like the forward's).
+    DB = min(cfg.DB_grad or cfg.DB, _pow2(d))
+    grid = (nc, b * -(-d // DB))
+    DB_state, warps_state = (DB_fwd, cfg.warps) if lane else (DB, cfg.warps_grad)
+    flags = _flags(cfg, n, DB, T, f64, delta_bias, delta_softplus, cfg.stages_grad)
     dummy = u
     zz = z if z is not None else u
-    chunk_len = NS * SEG
+    chunk_len = NT * T
     if nc > 1:
         R = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
-        _l.chunk_state_bwd_lane_kernel[grid](
+        state_bwd[(nc, b * -(-d // DB_state))](
             dout, zz, delta, C, A, delta_bias if delta_bias is not None else dummy, R,
             dout.stride(0), dout.stride(1), zz.stride(0), zz.stride(1), delta.stride(0), delta.stride(1),
             C.stride(0), C.stride(1), A.stride(0),
-            d, l, n, chunk_len, nc, HAS_Z=z is not None, num_warps=cfg.warps, **flags)  # a state pass, like the forward's
+            d, l, n, chunk_len, nc, HAS_Z=z is not None, num_warps=warps_state, **dict(flags, DB=DB_state))
         E = _chunk_scan(R, dsum, A, True, f64, cfg)
     else:
         E = dummy
     du, ddelta, dz, dB, dC, dA, dD, dbias = _grad_buffers(u, delta, z, n, nc, acc)
-    _l.scan_grad_lane_kernel[grid_grad](
-        u, delta, zz, B, C, dout, A, D if D is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, H, E,
-        du, ddelta, dz if dz is not None else du, dB, dC, dA, dD, dbias,
-        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
-        B.stride(0), B.stride(1), C.stride(0), C.stride(1), dout.stride(0), dout.stride(1), A.stride(0),
-        du.stride(0), du.stride(1), d, l, n, chunk_len, nc, nseg,
-        HAS_D=D is not None, HAS_Z=z is not None, GL=GL, num_warps=cfg.warps_grad, **dict(flags, DB=DB_grad))
+    ins = (u, delta, zz, B, C, dout, A, D if D is not None else dummy,
+           delta_bias if delta_bias is not None else dummy, H, E)
+    outs = (du, ddelta, dz if dz is not None else du, dB, dC, dA, dD, dbias)
+    common = (u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
+              B.stride(0), B.stride(1), C.stride(0), C.stride(1), dout.stride(0), dout.stride(1), A.stride(0),
+              du.stride(0), du.stride(1), d, l, n, chunk_len, nc, ntiles)
+    if lane:
+        # lanes_grad > 1: a channel's states shared by 4 threads (fewer registers: no spills)
+        GL = flags["G"] if cfg.lanes_grad > 1 else 1
+        grad[grid](*ins, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None, GL=GL,
+                   num_warps=cfg.warps_grad, **flags)
+    else:
+        scratch = torch.empty((grid[0] * grid[1], T, DB, flags["NP"]), device=u.device, dtype=acc)
+        grad[grid](*ins, scratch, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None,
+                   num_warps=cfg.warps_grad, **flags)
     return _grad_results(B, C, D, delta_bias, du, ddelta, dz, dB, dC, dA, dD, dbias)
 
 
