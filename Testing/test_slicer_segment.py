@@ -22,23 +22,9 @@ from UMambaSegmentationLib.SegmentationLogic import SegmentationLogic, Segmentat
 FAST = SegmentationOptions(device="cpu", disableTta=True)
 
 
-def model_folder_of(fixture):
-    """The root fixture's model folder (a path, or an object / dict naming it)."""
-    for attr in ("model_folder", "model_dir", "path"):
-        if hasattr(fixture, attr):
-            return Path(getattr(fixture, attr))
-        if isinstance(fixture, dict) and attr in fixture:
-            return Path(fixture[attr])
-    return Path(fixture)
-
-
 @pytest.fixture(scope="module")
-def model(request):
-    try:
-        fixture = request.getfixturevalue("trained_tiny_model")
-    except pytest.FixtureLookupError:
-        pytest.skip("the root conftest fixture trained_tiny_model is not there yet")
-    return ModelInfo.fromFolder(model_folder_of(fixture))
+def model(trained_tiny_model):
+    return ModelInfo.fromFolder(trained_tiny_model)
 
 
 def node_ids(scene):
@@ -89,17 +75,22 @@ def phantom_volumes(scene, channels, shape=(20, 26, 30)):
                       directions=((c, s, 0), (-s, c, 0), (0, 0, 1))) for n in range(channels)], inside
 
 
-def test_segment_a_generated_volume(model, tmp_path):
-    scene = newScene()
-    volumes, inside = phantom_volumes(scene, model.numberOfChannels)
-    before = node_ids(scene)
+def segment(scene, model, volumes, options, tmp_path):
+    """A presenter over a real SegmentationLogic (temporary files kept under tmp_path), run to the end."""
     logic = SegmentationLogic(scene, pythonExecutable=pythonForUmamba(), tempRoot=str(tmp_path),
                               keepTemporaryFiles=True)
     presenter = SegmentationPresenter(logic)
     presenter.setModel(model)
     presenter.setVolumes(volumes)
-    presenter.setOptions(FAST)
+    presenter.setOptions(options)
     run_presenter(presenter)
+    return presenter
+
+def test_segment_a_generated_volume(model, tmp_path):
+    scene = newScene()
+    volumes, inside = phantom_volumes(scene, model.numberOfChannels)
+    before = node_ids(scene)
+    presenter = segment(scene, model, volumes, FAST, tmp_path)
     predicted = check_result(presenter, scene, volumes[0], model, before)
     assert set(np.unique(predicted)) <= {0} | set(model.labelValues())
     assert presenter.view().progressValue == 100 and "segments" in presenter.view().statusText
@@ -124,13 +115,8 @@ def test_segment_the_real_ct_and_remove_temporary_files(model, shared_data, tmp_
     ct = crop(scene, full, (40, 56), (30, 50), (50, 74), "tsct_000 crop")
     volumes = [ct] * model.numberOfChannels
     before = node_ids(scene)
-    logic = SegmentationLogic(scene, pythonExecutable=pythonForUmamba(), tempRoot=str(tmp_path),
-                              keepTemporaryFiles=True)
-    presenter = SegmentationPresenter(logic)
-    presenter.setModel(model)
-    presenter.setVolumes(volumes)
-    presenter.setOptions(SegmentationOptions(device="cpu", disableTta=True, stepSize=1.0))
-    run_presenter(presenter)
+    presenter = segment(scene, model, volumes, SegmentationOptions(device="cpu", disableTta=True, stepSize=1.0),
+                        tmp_path)
     check_result(presenter, scene, ct, model, before)
     assert presenter.job.tempDir.startswith(str(tmp_path))
     # without keepTemporaryFiles (the panel's setting) nothing stays behind

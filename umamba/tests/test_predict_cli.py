@@ -18,21 +18,10 @@ from umamba.cli import main
 DIRECTION = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # rotated 90 degrees about z: not the identity
 
 
-def model_folder_of(fixture) -> Path:
-    """The root fixture's model folder (a path, or an object / dict that names it)."""
-    for attr in ("model_folder", "model_dir", "path"):
-        if hasattr(fixture, attr):
-            return Path(getattr(fixture, attr))
-        if isinstance(fixture, dict) and attr in fixture:
-            return Path(fixture[attr])
-    return Path(fixture)
-
-
 @pytest.fixture(scope="module")
 def model(trained_tiny_model) -> Path:
-    folder = model_folder_of(trained_tiny_model)
-    assert (folder / "plans.json").is_file(), folder
-    return folder
+    assert (trained_tiny_model / "plans.json").is_file(), trained_tiny_model
+    return trained_tiny_model
 
 
 def model_channels(model: Path) -> int:

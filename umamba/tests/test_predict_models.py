@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from test_predict_cli import case_files, model_channels, model_folder_of
+from test_predict_cli import case_files, model_channels
 from umamba.cli import main
 from umamba.model_store import import_model
 from umamba.nnunet.predict_inputs import resolve_cases
@@ -23,7 +23,7 @@ from umamba.progress import Reporter
 
 @pytest.fixture(scope="module")
 def model(trained_tiny_model) -> Path:
-    return model_folder_of(trained_tiny_model)
+    return trained_tiny_model
 
 
 def to_old_plans_format(plans: dict) -> dict:
