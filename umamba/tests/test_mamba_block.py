@@ -149,3 +149,19 @@ def test_bad_input_says_what_was_expected(bad, expect):
     m = Mamba(32)
     with pytest.raises(ValueError, match=expect):
         m(bad())
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["channels_first", "tokens_first_view"])
+def test_channel_linear_is_w_at_x_with_gradients(transposed):
+    """channel_linear (the block's projections): w @ x per batch element, for (B, K, L) storage and for the
+    (B, K, L) view of (B, L, K) storage; float64 gradcheck of both inputs."""
+    from umamba.mamba.channel_linear import channel_linear
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 7, 5, generator=g, dtype=torch.float64).transpose(1, 2) if transposed else \
+        torch.randn(2, 5, 7, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    y = channel_linear(x, w)
+    assert y.shape == (2, 3, 7) and y.is_contiguous()
+    assert torch.allclose(y, torch.einsum("mk,bkl->bml", w, x), rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(channel_linear, (x.clone().requires_grad_(), w.clone().requires_grad_()))

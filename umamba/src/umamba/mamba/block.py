@@ -20,9 +20,9 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from umamba.errors import UserError
+from umamba.mamba.channel_linear import channel_linear
 from umamba.mamba.conv import causal_conv1d_silu
 from umamba.mamba.scan import selective_scan
 
@@ -98,9 +98,11 @@ class Mamba(nn.Module):
             raise UserError("Mamba needs a sequence of length ≥ 1, got length 0")
         b, seqlen, _ = h.shape
 
-        # in_proj as one matmul over all tokens: (2E, d) @ (d, B·L) -> (2E, B·L) -> (B, 2E, L)
-        xz = self.in_proj.weight @ h.reshape(b * seqlen, -1).t()
-        xz = xz.reshape(2 * self.d_inner, b, seqlen).permute(1, 0, 2)
+        # The projections act on the channel axis of channels-first (B, ·, L) tensors, one matrix product per batch
+        # element (channel_linear.py): no transposing copy anywhere (the original transposes h, x and y, which at
+        # U-Mamba Enc's first stage took longer than the scan's forward, BENCHMARKS.md). h may be (B, L, d) storage
+        # or a (B, L, d) view of (B, d, L) storage (MambaLayer's channels-first norm): neither is copied.
+        xz = channel_linear(h.transpose(1, 2), self.in_proj.weight)       # (B, 2E, L)
         if self.in_proj.bias is not None:
             xz = xz + self.in_proj.bias.to(dtype=xz.dtype)[:, None]
         # float32 like the original (A_log, D, the Δ bias and the scan state are float32 whatever the input
@@ -111,13 +113,13 @@ class Mamba(nn.Module):
         x, z = xz.chunk(2, dim=1)                                           # (B, E, L) each
         x = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias)     # (B, E, L)
 
-        x_dbl = self.x_proj(x.transpose(1, 2).reshape(b * seqlen, self.d_inner))  # (B·L, R + 2N)
-        dt, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = self.dt_proj.weight @ dt.t()                                    # (E, B·L)
-        dt = dt.reshape(self.d_inner, b, seqlen).transpose(0, 1)             # (B, E, L)
-        Bm = Bm.reshape(b, seqlen, self.d_state).transpose(1, 2).contiguous()  # (B, N, L)
-        Cm = Cm.reshape(b, seqlen, self.d_state).transpose(1, 2).contiguous()  # (B, N, L)
+        x_dbl = channel_linear(x, self.x_proj.weight)                        # (B, R + 2N, L)
+        dt, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)  # views, unit stride in L
+        dt = channel_linear(dt, self.dt_proj.weight)                         # (B, E, L)
 
         y = selective_scan(x, dt, A, Bm, Cm, self.D.to(sd), z=z,
                            delta_bias=self.dt_proj.bias.to(sd), delta_softplus=True)  # (B, E, L)
-        return self.out_proj(y.transpose(1, 2))                              # (B, L, d)
+        out = channel_linear(y, self.out_proj.weight)                        # (B, d, L)
+        if self.out_proj.bias is not None:
+            out = out + self.out_proj.bias.to(dtype=out.dtype)[:, None]
+        return out.transpose(1, 2)                                           # (B, L, d), a view
