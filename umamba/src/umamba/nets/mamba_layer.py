@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import nn
 
 from umamba.mamba import Mamba
+
+
+def _channel_norm(x: torch.Tensor, c: int):
+    """The Triton channels-first LayerNorm (channel_norm_triton.py) where it applies (CUDA tensors, or any under
+    Triton's interpreter, which the tests use), else None."""
+    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        return None
+    try:
+        from umamba.nets.channel_norm_triton import MAX_CHANNELS, channel_layer_norm
+    except ImportError:
+        return None
+    return channel_layer_norm if c <= MAX_CHANNELS else None
 
 
 class MambaLayer(nn.Module):
@@ -42,10 +55,21 @@ class MambaLayer(nn.Module):
         # float32, unless the whole layer was deliberately converted to float64 (e.g. for gradient checks)
         compute_dtype = torch.float64 if self.norm.weight.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
+            # On CUDA, spatial tokens are normalised where they lie, (B, C, P), in the input's dtype, and umamba's
+            # Mamba takes the (B, L, C) view of that without a copy. Not for another Mamba module swapped in
+            # (the benchmarks' original arm: mamba-ssm's flattens its input, which would copy such a view).
+            norm = None
+            if not self.channel_token and compute_dtype == torch.float32 and type(self.mamba) is Mamba:
+                norm = _channel_norm(x, c)
+            if norm is not None:
+                hn = norm(x.reshape(b, c, p), self.norm.weight, self.norm.bias, self.norm.eps)  # (B, C, P) f32
+                y = self.mamba(hn.transpose(1, 2)).transpose(1, 2).reshape(b, c, *spatial)
+                return y.to(x.dtype)
             h = x.to(compute_dtype).reshape(b, c, p)  # (B, C, P)
             if self.channel_token:
                 y = self.mamba(self.norm(h))  # tokens = channels: (B, L=C, P)
             else:
+                # Mamba returns a (B, L, C) view of (B, C, L) storage: transposing back costs no copy
                 y = self.mamba(self.norm(h.transpose(1, 2))).transpose(1, 2)  # (B, L=P, C) -> (B, C, P)
             y = y.reshape(b, c, *spatial)
         return y.to(x.dtype)
