@@ -70,14 +70,15 @@ def _auto_backend(u: torch.Tensor, needs_grad: bool) -> str:
     else the cuda kernel when it imports, else triton when it imports; numba for CPU inference (no gradient,
     float32/fp16/bf16) when it imports; else portable.
 
-    Triton ("lane" kernels) vs mamba-ssm (H200, float32, b = 2, BENCHMARKS.md GPU section): faster for long
-    sequences, forward and forward+backward alike (l = 262,144: 1.9x / 1.2x; l = 2,097,152: 3.8x / 2.4x); at
-    l = 32,768 it depends on the width (d = 256: 1.4x, d = 128: 0.8x fwd+bwd); shorter sequences are slower
-    (launch overhead of the chunked passes). Hence: triton if l >= 65,536."""
+    Triton ("lane" kernels) vs mamba-ssm (H200, float32, b = 2, BENCHMARKS.md GPU section), forward+backward:
+    faster wherever a channel's sequence times the width is large (d·l = 2^27 at Enc stage 0: 3.2x; 2^25 at
+    stage 1: 1.6x; 2^23 at stage 2, d 256, l 32,768: 1.7x, and the whole layer 1.3x), slower below (d 128,
+    l 32,768: 0.96x; stage 3, d 512, l 4,096: 0.55x; the chunked passes' launches dominate short sequences).
+    Hence: triton if d·l >= 2^23."""
     if u.is_cuda:
         b, d, l = u.shape
         cuda_ok, triton_ok = _cuda_available(), _triton_available()
-        if triton_ok and (not cuda_ok or l >= 65_536):
+        if triton_ok and (not cuda_ok or d * l >= 1 << 23):
             return "triton"
         if cuda_ok:
             return "cuda"
