@@ -1,5 +1,6 @@
-"""`umamba bench layer`: one Mamba layer (umamba.mamba.Mamba, float32) forward+backward at U-Mamba's shapes,
-each scan backend side by side in one process on one device.
+"""`umamba bench layer`: one Mamba layer (float32) forward+backward at U-Mamba's shapes, each kernel arm side by
+side in one process on one device: umamba.mamba.Mamba, or for the "mamba-ssm" arm mamba-ssm's own Mamba module
+with the same weights when that package imports (roofline.use_arm_blocks).
 
 Shapes: the U-Mamba Enc 3D layers (b=2, patch 128³: d_model 32..320, l 2,097,152..320) and Bot's bottleneck.
 Prints one JSON object per line (device named in each), then a table.
@@ -17,8 +18,8 @@ from umamba.bench import roofline
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shapes", default="", help="comma-separated shape names (default: all), e.g. enc3d-s0")
-    parser.add_argument("--backends", default="", help="comma-separated: triton, mamba-ssm, portable "
-                        "(default: the GPU backends that are available)")
+    parser.add_argument("--backends", default="", help="comma-separated kernel arms: triton, mamba-ssm, "
+                        "auto, portable (default: the GPU arms that are available)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--reps", type=int, default=10)
 
@@ -26,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def bench_layer(name, d_model, l, b, backend, reps):
     from umamba.mamba import Mamba
     torch.manual_seed(0)
-    layer = Mamba(d_model=d_model).cuda()
+    holder = torch.nn.Sequential(Mamba(d_model=d_model).cuda())
+    block = roofline.use_arm_blocks(holder, backend)
+    layer = holder[0]
     x = torch.randn(b, l, d_model, device="cuda", requires_grad=True)
     gy = torch.randn(b, l, d_model, device="cuda")
 
@@ -34,15 +37,16 @@ def bench_layer(name, d_model, l, b, backend, reps):
         y = layer(x)
         y.backward(gy)
 
-    with roofline.scan_backend(backend):
+    with roofline.kernels(backend):
         fwd = roofline.cuda_time_ms(lambda: layer(x).detach(), reps=reps)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         both = roofline.cuda_time_ms(step, reps=reps)
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    return {"kind": "layer", "shape": name, "backend": backend, "b": b, "d_model": d_model, "l": l,
-            "fwd_ms": fwd, "fwd_bwd_ms": both, "peak_extra_mib": peak, "device": roofline.device_name()}
+    return {"kind": "layer", "shape": name, "backend": backend, "conv": roofline.arm_conv(backend),
+            "block": block, "b": b, "d_model": d_model, "l": l, "fwd_ms": fwd, "fwd_bwd_ms": both,
+            "peak_extra_mib": peak, "device": roofline.device_name()}
 
 
 def run(args, reporter=None) -> int:
@@ -65,7 +69,7 @@ def run(args, reporter=None) -> int:
             roofline.emit(r)
         rows += group
     print(f"\n# Mamba layer fwd+bwd, float32, device: {roofline.device_name()}")
-    roofline.table(rows, ["shape", "backend", "fwd_ms", "fwd_bwd_ms", "speedup_fwd_bwd_vs_mamba_ssm",
+    roofline.table(rows, ["shape", "backend", "block", "conv", "fwd_ms", "fwd_bwd_ms", "speedup_fwd_bwd_vs_mamba_ssm",
                           "peak_extra_mib"])
     return 0
 

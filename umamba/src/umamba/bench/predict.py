@@ -18,8 +18,8 @@ from umamba.bench.train_step import NUM_CLASSES, build
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", default="bot,enc")
-    parser.add_argument("--backends", default="", help="comma-separated: triton, mamba-ssm, portable "
-                        "(default: the GPU backends that are available)")
+    parser.add_argument("--backends", default="", help="comma-separated kernel arms: triton, mamba-ssm, "
+                        "auto, portable (default: the GPU arms that are available)")
     parser.add_argument("--size", type=int, default=256, help="edge of the cubic volume")
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2, help="timed passes after one warm-up pass")
@@ -53,9 +53,10 @@ def sliding_window(net, volume, patch, step=0.5):
 def bench_predict(variant, backend, size, patch, repeats):
     torch.manual_seed(0)
     net = build(variant, patch).eval()
+    block = roofline.use_arm_blocks(net, backend)
     net.decoder.deep_supervision = False
     volume = torch.randn(1, 1, size, size, size, device="cuda")
-    with roofline.scan_backend(backend), torch.no_grad():
+    with roofline.kernels(backend), torch.no_grad():
         sliding_window(net, volume, patch)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -64,7 +65,9 @@ def bench_predict(variant, backend, size, patch, repeats):
             sliding_window(net, volume, patch)
         torch.cuda.synchronize()
         s = (time.perf_counter() - t0) / repeats
-    return {"kind": "predict", "variant": variant, "backend": backend, "size": size, "patch": patch,
+    return {"kind": "predict", "variant": variant, "backend": backend, "block": block,
+            "conv": roofline.arm_conv(backend),
+            "size": size, "patch": patch,
             "seconds": s, "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "device": roofline.device_name()}
 
 
@@ -86,7 +89,7 @@ def run(args, reporter=None) -> int:
             roofline.emit(r)
         rows += group
     print(f"\n# sliding-window prediction {args.size}³, patch {args.patch}³, device: {roofline.device_name()}")
-    roofline.table(rows, ["variant", "backend", "seconds", "speedup_vs_mamba_ssm", "peak_gib"])
+    roofline.table(rows, ["variant", "backend", "block", "conv", "seconds", "speedup_vs_mamba_ssm", "peak_gib"])
     return 0
 
 

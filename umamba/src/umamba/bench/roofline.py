@@ -1,4 +1,4 @@
-"""Shared pieces of the GPU benchmarks: device naming, timing, the HBM roofline, scan backends side by side,
+"""Shared pieces of the GPU benchmarks: device naming, timing, the HBM roofline, kernel arms side by side,
 and the output format (one JSON object per line on stdout, then a short table).
 
 Every record names the device; comparisons are made within one process on one device.
@@ -7,10 +7,12 @@ Every record names the device; comparisons are made within one process on one de
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import statistics
 import sys
+import types
 from typing import Callable, Iterable
 
 import torch
@@ -129,19 +131,81 @@ def dispatcher_has(backend: str) -> bool:
     return bool(available_backends().get(backend))
 
 
-@contextlib.contextmanager
-def scan_backend(name: str):
-    """Route every `selective_scan` call of umamba's Mamba block to one backend for the duration.
+def original_mamba_class():
+    """mamba-ssm's own `Mamba` module (mamba_simple.Mamba: its fused `mamba_inner_fn` path when causal-conv1d is
+    installed, else its unfused one), or None when the package is not installed or does not import.
 
-    "triton" and "portable" go through the dispatcher (UMAMBA_SCAN_BACKEND). "mamba-ssm" uses the dispatcher's
-    "cuda" backend when it is available; otherwise the block's scan is pointed at mamba-ssm's selective_scan_fn
-    directly (benchmark-only, so the comparison can run before the dispatcher's cuda backend exists).
+    mamba_ssm/__init__.py also imports its language-model code, which needs a transformers API that newer
+    transformers releases dropped; the module itself does not, so it is loaded without running that __init__.
+    """
+    spec = importlib.util.find_spec("mamba_ssm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        from mamba_ssm.modules.mamba_simple import Mamba as original
+        return original
+    except Exception:
+        for key in [k for k in sys.modules if k == "mamba_ssm" or k.startswith("mamba_ssm.")]:
+            del sys.modules[key]
+    try:
+        package = types.ModuleType("mamba_ssm")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["mamba_ssm"] = package
+        from mamba_ssm.modules.mamba_simple import Mamba as original
+        return original
+    except Exception:
+        sys.modules.pop("mamba_ssm", None)
+        return None
+
+
+def use_arm_blocks(net: torch.nn.Module, name: str) -> str:
+    """For the "mamba-ssm" arm, replace every umamba Mamba block of `net` by mamba-ssm's own module with the
+    same weights (loaded strictly: the checkpoint contract, checked live), so that arm runs the original's code
+    around its kernels too. Returns the block class the arm runs."""
+    from umamba.mamba import Mamba
+    original = original_mamba_class() if name == "mamba-ssm" else None
+    if original is None:
+        return "umamba.Mamba"
+    for parent in list(net.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child) is Mamba:
+                swapped = original(d_model=child.d_model, d_state=child.d_state, d_conv=child.d_conv,
+                                   expand=child.expand).to(child.A_log.device)
+                swapped.load_state_dict(child.state_dict(), strict=True)
+                setattr(parent, child_name, swapped)
+    return "mamba_ssm.Mamba"
+
+
+def arm_conv(name: str) -> str:
+    """The convolution kernel of a benchmark arm: each arm is a family of kernels, not a scan alone.
+    "mamba-ssm": the original's kernels (causal-conv1d's when it imports, else torch's conv1d, as the original's
+    slow path); "triton": umamba's; "auto": the default rule (conv.py); "portable": torch's. "ARM:CONV" names
+    the convolution explicitly (e.g. "triton:torch", to see what the convolution kernel alone is worth)."""
+    from umamba.mamba.conv import causal_conv1d_kernel
+    name, _, conv = name.partition(":")
+    if conv:
+        return conv
+    if name == "mamba-ssm":
+        return "causal-conv1d" if causal_conv1d_kernel() is not None else "torch"
+    return {"triton": "triton", "auto": "auto"}.get(name, "torch")
+
+
+@contextlib.contextmanager
+def kernels(name: str):
+    """Route every `selective_scan` and causal conv1d call of umamba's Mamba block to one arm's kernels
+    (UMAMBA_SCAN_BACKEND, UMAMBA_CONV_BACKEND; see `arm_conv`) for the duration.
+
+    "mamba-ssm" uses the dispatcher's "cuda" scan backend when it is available; otherwise the block's scan is
+    pointed at mamba-ssm's selective_scan_fn directly (benchmark-only, so the comparison can run before the
+    dispatcher's cuda backend exists). "auto" leaves both rules alone.
     """
     import umamba.mamba.block as block
 
-    saved_env = os.environ.get("UMAMBA_SCAN_BACKEND")
+    saved_env = {k: os.environ.get(k) for k in ("UMAMBA_SCAN_BACKEND", "UMAMBA_CONV_BACKEND")}
     saved_fn = block.selective_scan
     try:
+        os.environ["UMAMBA_CONV_BACKEND"] = arm_conv(name)
+        name = name.partition(":")[0]
         if name == "mamba-ssm":
             if dispatcher_has("cuda"):
                 os.environ["UMAMBA_SCAN_BACKEND"] = "cuda"
@@ -158,10 +222,11 @@ def scan_backend(name: str):
         yield
     finally:
         block.selective_scan = saved_fn
-        if saved_env is None:
-            os.environ.pop("UMAMBA_SCAN_BACKEND", None)
-        else:
-            os.environ["UMAMBA_SCAN_BACKEND"] = saved_env
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def available_gpu_backends() -> list[str]:

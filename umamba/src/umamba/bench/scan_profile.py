@@ -1,9 +1,12 @@
-"""Where the Triton scan's time goes: GPU time per kernel of one forward+backward (torch.profiler).
+"""Where the time goes: GPU time per kernel of one forward+backward (torch.profiler), of the Triton scan or of a
+whole Mamba layer.
 
     python -m umamba.bench.scan_profile [--shapes enc3d-s0,enc3d-s1] [--config lane:...]
+    python -m umamba.bench.scan_profile --layer triton,mamba-ssm [--shapes ...]
 
 float32, b = 2, n = 16, with z, D, delta_bias and softplus, at the shapes of bench/scan.py (d = 2·d_model);
-mean over 5 profiled calls after 3 warm-ups. Prints one JSON line per kernel and a short table.
+`--layer` profiles one `umamba.mamba.Mamba` layer (d_model) with each kernel arm of bench/roofline.py instead.
+Mean over 5 profiled calls after 3 warm-ups. Prints one JSON line per kernel and a short table.
 """
 
 from __future__ import annotations
@@ -17,9 +20,22 @@ from umamba.bench import roofline
 from umamba.bench.scan import SHAPES
 
 
-def profile_shape(d: int, l: int, config, b: int = 2, n: int = 16, reps: int = 5) -> dict[str, float]:
+def kernel_times(step, reps: int = 5) -> dict[str, float]:
+    """GPU milliseconds per kernel name of one call of `step` (mean of `reps` after 3 warm-ups)."""
     from torch.profiler import ProfilerActivity, profile
 
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            step()
+        torch.cuda.synchronize()
+    return {e.key: e.device_time_total / reps / 1000 for e in prof.key_averages()
+            if e.device_type.name == "CUDA"}
+
+
+def scan_step(d: int, l: int, config, b: int = 2, n: int = 16):
     from umamba.mamba.scan_triton import selective_scan_triton
 
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -34,23 +50,29 @@ def profile_shape(d: int, l: int, config, b: int = 2, n: int = 16, reps: int = 5
     def step():
         y = selective_scan_triton(*leaves, True, config=config)
         torch.autograd.grad(y, leaves, torch.ones_like(y))
+    return step
 
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            step()
-        torch.cuda.synchronize()
-    return {e.key: e.device_time_total / reps / 1000 for e in prof.key_averages()
-            if e.device_type.name == "CUDA"}
+
+def layer_step(d_model: int, l: int, b: int = 2):
+    from umamba.mamba import Mamba
+    torch.manual_seed(0)
+    layer = Mamba(d_model=d_model).cuda()
+    x = torch.randn(b, l, d_model, device="cuda", requires_grad=True)
+    gy = torch.randn(b, l, d_model, device="cuda")
+
+    def step():
+        layer(x).backward(gy)
+    return step
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m umamba.bench.scan_profile", description=__doc__.splitlines()[0])
     p.add_argument("--shapes", default="enc3d-s0,enc3d-s1", help="comma-separated shape names of bench/scan.py")
     p.add_argument("--config", default="", help="a Triton launch configuration (default: the built-in one)")
+    p.add_argument("--layer", default="", metavar="ARMS",
+                   help="profile a whole Mamba layer with these kernel arms (e.g. triton,mamba-ssm) instead")
     args = p.parse_args(argv)
+    arms = [a for a in args.layer.split(",") if a]
     roofline.start_gpu_bench("scan-profile", "triton")
     from umamba.mamba.scan_triton import ScanConfig
     config = ScanConfig.parse(args.config) if args.config else None
@@ -59,12 +81,21 @@ def main(argv=None) -> int:
     for name, d_model, l in SHAPES:
         if name not in wanted:
             continue
-        times = profile_shape(2 * d_model, l, config)
-        for kernel, ms in sorted(times.items(), key=lambda kv: -kv[1]):
-            row = {"kind": "scan_profile", "shape": name, "kernel": kernel[:80], "ms": round(ms, 4)}
-            roofline.emit(row)
-            rows.append(row)
-    roofline.table(rows, ["shape", "kernel", "ms"])
+        for arm in arms or ["triton"]:
+            if arms:
+                with roofline.kernels(arm):
+                    times = kernel_times(layer_step(d_model, l))
+            else:
+                times = kernel_times(scan_step(2 * d_model, l, config))
+            rows.append({"kind": "scan_profile", "shape": name, "arm": arm, "kernel": "(all)",
+                         "ms": round(sum(times.values()), 4)})
+            roofline.emit(rows[-1])
+            for kernel, ms in sorted(times.items(), key=lambda kv: -kv[1]):
+                rows.append({"kind": "scan_profile", "shape": name, "arm": arm, "kernel": kernel[:80],
+                             "ms": round(ms, 4)})
+                roofline.emit(rows[-1])
+            torch.cuda.empty_cache()
+    roofline.table(rows, ["shape", "arm", "kernel", "ms"])
     return 0
 
 

@@ -1,6 +1,7 @@
 """`umamba bench train-step`: one training iteration of U-Mamba Bot and Enc 3D (patch 128³, batch 2), as
 nnU-Net runs it: fp16 autocast (the Mamba layers stay float32), GradScaler, SGD with Nesterov momentum,
-gradient clipping at 12, deep-supervision outputs, each scan backend side by side; time per step (mean of
+gradient clipping at 12, deep-supervision outputs, each kernel arm side by side (bench/roofline.py: the
+"mamba-ssm" arm runs mamba-ssm's own Mamba module when that package imports); time per step (mean of
 --steps after --warmup) and peak GPU memory. The loss is cross-entropy over every deep-supervision output
 with nnU-Net's weights (1/2^k, normalised, the lowest resolution dropped) against a nearest-downsampled
 random label map: a stand-in for Dice+CE that costs the same for every backend.
@@ -37,8 +38,8 @@ NUM_CLASSES = 14
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", default="bot,enc")
-    parser.add_argument("--backends", default="", help="comma-separated: triton, mamba-ssm, portable "
-                        "(default: the GPU backends that are available)")
+    parser.add_argument("--backends", default="", help="comma-separated kernel arms: triton, mamba-ssm, "
+                        "auto, portable (default: the GPU arms that are available)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=3)
@@ -61,6 +62,7 @@ def ds_weights(k):
 def bench_train_step(variant, backend, batch, patch, warmup, steps):
     torch.manual_seed(0)
     net = build(variant, patch)
+    block = roofline.use_arm_blocks(net, backend)
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
     scaler = torch.amp.GradScaler("cuda")
     x = torch.randn(batch, 1, patch, patch, patch, device="cuda")
@@ -82,7 +84,7 @@ def bench_train_step(variant, backend, batch, patch, warmup, steps):
         scaler.step(opt)
         scaler.update()
 
-    with roofline.scan_backend(backend):
+    with roofline.kernels(backend):
         for _ in range(warmup):
             step()
         torch.cuda.synchronize()
@@ -94,7 +96,9 @@ def bench_train_step(variant, backend, batch, patch, warmup, steps):
         ms = (time.perf_counter() - t0) / steps * 1e3
     peak = torch.cuda.max_memory_allocated() / 2**30
     del net, opt
-    return {"kind": "train_step", "variant": variant, "backend": backend, "batch": batch, "patch": patch,
+    return {"kind": "train_step", "variant": variant, "backend": backend, "block": block,
+            "conv": roofline.arm_conv(backend),
+            "batch": batch, "patch": patch,
             "step_ms": ms, "peak_gib": peak, "device": roofline.device_name()}
 
 
@@ -118,7 +122,8 @@ def run(args, reporter=None) -> int:
             roofline.emit(r)
         rows += group
     print(f"\n# training step, patch {args.patch}³, batch {args.batch}, device: {roofline.device_name()}")
-    roofline.table(rows, ["variant", "backend", "step_ms", "speedup_vs_mamba_ssm", "peak_gib", "peak_vs_mamba_ssm"])
+    roofline.table(rows, ["variant", "backend", "block", "conv", "step_ms", "speedup_vs_mamba_ssm", "peak_gib",
+                          "peak_vs_mamba_ssm"])
     return 0
 
 
