@@ -53,10 +53,12 @@ def scan_step(d: int, l: int, config, b: int = 2, n: int = 16):
     return step
 
 
-def layer_step(d_model: int, l: int, b: int = 2):
+def layer_step(d_model: int, l: int, arm: str, b: int = 2):
     from umamba.mamba import Mamba
     torch.manual_seed(0)
-    layer = Mamba(d_model=d_model).cuda()
+    holder = torch.nn.Sequential(Mamba(d_model=d_model).cuda())
+    roofline.use_arm_blocks(holder, arm)  # the mamba-ssm arm: mamba-ssm's own Mamba module, as bench/layer.py
+    layer = holder[0]
     x = torch.randn(b, l, d_model, device="cuda", requires_grad=True)
     gy = torch.randn(b, l, d_model, device="cuda")
 
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
         for arm in arms or ["triton"]:
             if arms:
                 with roofline.kernels(arm):
-                    times = kernel_times(layer_step(d_model, l))
+                    times = kernel_times(layer_step(d_model, l, arm))
             else:
                 times = kernel_times(scan_step(2 * d_model, l, config))
             rows.append({"kind": "scan_profile", "shape": name, "arm": arm, "kernel": "(all)",
