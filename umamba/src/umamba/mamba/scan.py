@@ -72,7 +72,7 @@ def _auto_backend(u: torch.Tensor, needs_grad: bool) -> str:
 
     Triton ("lane" kernels) vs mamba-ssm (H200, float32, b = 2, BENCHMARKS.md GPU section), forward+backward:
     faster wherever a channel's sequence times the width is large (d·l = 2^27 at Enc stage 0: 3.2x; 2^25 at
-    stage 1: 1.6x; 2^23 at stage 2, d 256, l 32,768: 1.7x, and the whole layer 1.3x), slower below (d 128,
+    stage 1: 1.6x; 2^23 at stage 2, d 256, l 32,768: 1.7x, the whole layer 1.16-1.28x), slower below (d 128,
     l 32,768: 0.96x; stage 3, d 512, l 4,096: 0.55x; the chunked passes' launches dominate short sequences).
     Hence: triton if d·l >= 2^23."""
     if u.is_cuda:
