@@ -2,23 +2,16 @@
 and MambaLayer with it against MambaLayer without it.
 
 Without a GPU (CI) the kernels run under Triton's interpreter: `test_under_triton_interpreter` re-runs this file
-in a subprocess with TRITON_INTERPRET=1, as test_scan_triton.py does.
+in a subprocess with TRITON_INTERPRET=1 (triton_interpreter.py).
 """
 
 from __future__ import annotations
-
-import os
-import re
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-DEVICE = "cpu" if INTERPRETING else ("cuda" if torch.cuda.is_available() else None)
-needs_device = pytest.mark.skipif(DEVICE is None, reason="needs CUDA, or TRITON_INTERPRET=1 (see the wrapper test)")
+from triton_interpreter import DEVICE, needs_device, run_under_interpreter, wrapper
 
 
 def _rel(x, ref):
@@ -88,15 +81,6 @@ def test_mamba_layer_same_with_and_without_it(monkeypatch):
         assert _rel(a, b.double().cpu()) < 1e-5
 
 
-@pytest.mark.skipif(INTERPRETING, reason="this is the interpreter run itself")
-@pytest.mark.skipif(sys.platform != "linux", reason="the Triton interpreter ships with Linux wheels")
+@wrapper
 def test_under_triton_interpreter():
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
-                           "-o", "addopts=", "-k", "not test_under_triton_interpreter"],
-                          env=env, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    passed = re.search(r"(\d+) passed", out)
-    assert passed and int(passed.group(1)) == 4, out[-2000:]
+    run_under_interpreter(__file__, expected_passed=4)

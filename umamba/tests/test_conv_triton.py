@@ -1,16 +1,11 @@
 """The Triton causal depthwise Conv1d + SiLU against torch's float64 conv1d with autograd (output, dx, dw, dbias).
 
 Without a GPU (CI) the kernels run under Triton's interpreter: `test_under_triton_interpreter` re-runs this file
-in a subprocess with TRITON_INTERPRET=1, as test_scan_triton.py does. Small step blocks make the cases cover
+in a subprocess with TRITON_INTERPRET=1 (triton_interpreter.py). Small step blocks make the cases cover
 several programs along the sequence, a partial last block, a partial channel block and the causal left edge.
 """
 
 from __future__ import annotations
-
-import os
-import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,9 +13,7 @@ import torch.nn.functional as F
 
 from umamba.errors import UserError
 
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-DEVICE = "cpu" if INTERPRETING else ("cuda" if torch.cuda.is_available() else None)
-needs_device = pytest.mark.skipif(DEVICE is None, reason="needs CUDA, or TRITON_INTERPRET=1 (see the wrapper test)")
+from triton_interpreter import DEVICE, needs_device, run_under_interpreter, wrapper
 
 
 def reference(x, w, bias):
@@ -114,15 +107,6 @@ def test_conv_backend_choice(monkeypatch):
         conv.resolve_conv_backend(x)
 
 
-@pytest.mark.skipif(INTERPRETING, reason="this is the interpreter run itself")
-@pytest.mark.skipif(sys.platform != "linux", reason="the Triton interpreter ships with Linux wheels")
+@wrapper
 def test_under_triton_interpreter():
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
-                           "-o", "addopts=", "-k", "not test_under_triton_interpreter"],
-                          env=env, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    passed = re.search(r"(\d+) passed", out)
-    assert passed and int(passed.group(1)) == 5, out[-2000:]
+    run_under_interpreter(__file__, expected_passed=5)

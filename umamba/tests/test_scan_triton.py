@@ -13,20 +13,13 @@ On a CUDA machine the same cases run on the GPU directly.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-DEVICE = "cpu" if INTERPRETING else ("cuda" if torch.cuda.is_available() else None)
-needs_device = pytest.mark.skipif(DEVICE is None, reason="needs CUDA, or TRITON_INTERPRET=1 (see the wrapper test)")
+from triton_interpreter import DEVICE, needs_device, run_under_interpreter, wrapper
 
 
 def reference_scan(u, delta, A, B, C, D, z, delta_bias, softplus):
@@ -135,14 +128,6 @@ def test_dispatcher_no_grad_and_strided_inputs():
     assert _rel(y, ref) < 1e-5
 
 
-@pytest.mark.skipif(INTERPRETING, reason="this is the interpreter run itself")
-@pytest.mark.skipif(sys.platform != "linux", reason="the Triton interpreter ships with Linux wheels")
+@wrapper
 def test_under_triton_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
-                           "-o", "addopts=", "-k", "not test_under_triton_interpreter"],
-                          env=env, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    passed = re.search(r"(\d+) passed", out)
-    assert passed and int(passed.group(1)) == 8, out[-2000:]
+    run_under_interpreter(__file__, expected_passed=8)

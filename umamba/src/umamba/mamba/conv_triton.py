@@ -28,6 +28,14 @@ WARPS = 4
 
 
 @triton.jit
+def _bias(b_ptr, e, em, HAS_BIAS: tl.constexpr, F64: tl.constexpr, BE: tl.constexpr):
+    if HAS_BIAS:
+        return _acc(tl.load(b_ptr + e, mask=em, other=0.0), F64)
+    else:
+        return _acc(tl.zeros((BE,), dtype=tl.float32), F64)
+
+
+@triton.jit
 def _pre(x_row, w_ptr, e, em, t, L, bias, W: tl.constexpr, F64: tl.constexpr):
     """p_t = β + Σ_k w_k x_{t-(W-1)+k} for a (BE, BL) tile of channels e and steps t (x_row: x at (b, e, 0))."""
     p = bias[:, None] + tl.zeros(t.shape, dtype=bias.dtype)[None, :]
@@ -48,10 +56,7 @@ def conv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, E, L, sxb, sxe, sob, soe,
     e = tl.program_id(1) * BE + tl.arange(0, BE)                       # (BE,)
     b = tl.program_id(2).to(tl.int64)
     em = e < E
-    if HAS_BIAS:
-        bias = _acc(tl.load(b_ptr + e, mask=em, other=0.0), F64)
-    else:
-        bias = _acc(tl.zeros((BE,), dtype=tl.float32), F64)
+    bias = _bias(b_ptr, e, em, HAS_BIAS, F64, BE)
     x_row = x_ptr + b * sxb + e[:, None].to(tl.int64) * sxe              # (BE, 1) pointers
     p = _pre(x_row, w_ptr, e, em, t, L, bias, W, F64)                   # (BE, BL)
     out = p / (1.0 + tl.exp(-p))
@@ -70,10 +75,7 @@ def conv_silu_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr, 
     e = tl.program_id(1) * BE + tl.arange(0, BE)
     b = tl.program_id(2).to(tl.int64)
     em = e < E
-    if HAS_BIAS:
-        bias = _acc(tl.load(b_ptr + e, mask=em, other=0.0), F64)
-    else:
-        bias = _acc(tl.zeros((BE,), dtype=tl.float32), F64)
+    bias = _bias(b_ptr, e, em, HAS_BIAS, F64, BE)
     e64 = e[:, None].to(tl.int64)
     x_row = x_ptr + b * sxb + e64 * sxe
     dout_row = dout_ptr + b * sdb + e64 * sde
