@@ -85,7 +85,8 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, self.d_model, bias=bias, **factory_kwargs)
 
     def forward(self, hidden_states, inference_params=None):
-        """hidden_states: (B, L, d_model) -> (B, L, d_model)."""
+        """hidden_states: (B, L, d_model) -> (B, L, d_model), a view of channels-first (B, d_model, L) storage
+        (the block works channels-first, see below; `.reshape` it, not `.view`, when another layout is needed)."""
         if inference_params is not None:
             raise UserError("umamba's Mamba does not implement step-wise decoding (inference_params); "
                             "call it on whole sequences")
