@@ -2,7 +2,9 @@
 
 TRITON_INTERPRET=1 must be set before triton is imported, so it cannot be switched on inside the pytest process:
 each Triton test file has one wrapper test, `run_under_interpreter`, that re-runs the file in a subprocess with
-the variable set (and no CUDA device), leaving out the wrapper itself.
+the variable set (and no CUDA device), leaving out the wrapper itself. On a CUDA machine the cases run on the GPU
+and the wrapper is skipped (Triton 3.6's interpreter also fails with numpy 2.5 on kernels with runtime loop
+bounds, as on the H200 image of 2026-11: "only 0-dimensional arrays can be converted to Python scalars").
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import torch
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICE = "cpu" if INTERPRETING else ("cuda" if torch.cuda.is_available() else None)
 needs_device = pytest.mark.skipif(DEVICE is None, reason="needs CUDA, or TRITON_INTERPRET=1 (see the wrapper test)")
-wrapper = pytest.mark.skipif(INTERPRETING or sys.platform != "linux",
-                             reason="the interpreter run itself, or not Linux (the interpreter ships with Linux wheels)")
+# The wrapper runs where there is no GPU (on a GPU the cases run there directly): not inside the interpreter run
+# itself, and only on Linux (the interpreter ships with Linux wheels)
+wrapper = pytest.mark.skipif(INTERPRETING or DEVICE == "cuda" or sys.platform != "linux",
+                             reason="the interpreter run itself, a GPU machine (the cases ran on it), or not Linux")
 
 
 def run_under_interpreter(test_file: str, expected_passed: int) -> None:
