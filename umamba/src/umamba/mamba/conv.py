@@ -12,6 +12,7 @@ On the CPU: W shifted multiply-adds (faster than oneDNN's depthwise conv on long
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -41,8 +42,10 @@ def causal_conv1d_kernel():
     return _causal_conv1d_fn
 
 
+@functools.cache
 def triton_conv():
-    """conv_triton.causal_conv1d_silu_triton when Triton imports, else None."""
+    """conv_triton.causal_conv1d_silu_triton when Triton imports, else None (probed once: this is on every
+    forward, and a failed import would search the path again each time)."""
     try:
         from umamba.mamba.conv_triton import causal_conv1d_silu_triton
     except ImportError:

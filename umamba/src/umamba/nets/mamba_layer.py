@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -11,16 +12,23 @@ from torch import nn
 from umamba.mamba import Mamba
 
 
+@functools.cache
+def _triton_norm_module():
+    """umamba.nets.channel_norm_triton, or None without Triton (probed once: this is on every forward)."""
+    try:
+        from umamba.nets import channel_norm_triton
+    except ImportError:
+        return None
+    return channel_norm_triton
+
+
 def _channel_norm(x: torch.Tensor, c: int):
     """The Triton channels-first LayerNorm (channel_norm_triton.py) where it applies (CUDA tensors, or any under
     Triton's interpreter, which the tests use), else None."""
     if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
         return None
-    try:
-        from umamba.nets.channel_norm_triton import MAX_CHANNELS, channel_layer_norm
-    except ImportError:
-        return None
-    return channel_layer_norm if c <= MAX_CHANNELS else None
+    module = _triton_norm_module()
+    return module.channel_layer_norm if module is not None and c <= module.MAX_CHANNELS else None
 
 
 class MambaLayer(nn.Module):
@@ -63,13 +71,12 @@ class MambaLayer(nn.Module):
                 norm = _channel_norm(x, c)
             if norm is not None:
                 hn = norm(x.reshape(b, c, p), self.norm.weight, self.norm.bias, self.norm.eps)  # (B, C, P) f32
-                y = self.mamba(hn.transpose(1, 2)).transpose(1, 2).reshape(b, c, *spatial)
-                return y.to(x.dtype)
-            h = x.to(compute_dtype).reshape(b, c, p)  # (B, C, P)
-            if self.channel_token:
-                y = self.mamba(self.norm(h))  # tokens = channels: (B, L=C, P)
+                y = self.mamba(hn.transpose(1, 2)).transpose(1, 2)  # (B, C, P), no copy either way
+            elif self.channel_token:
+                y = self.mamba(self.norm(x.to(compute_dtype).reshape(b, c, p)))  # tokens = channels: (B, L=C, P)
             else:
                 # Mamba returns a (B, L, C) view of (B, C, L) storage: transposing back costs no copy
+                h = x.to(compute_dtype).reshape(b, c, p)  # (B, C, P)
                 y = self.mamba(self.norm(h.transpose(1, 2))).transpose(1, 2)  # (B, L=P, C) -> (B, C, P)
             y = y.reshape(b, c, *spatial)
         return y.to(x.dtype)
