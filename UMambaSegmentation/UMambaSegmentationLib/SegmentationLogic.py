@@ -30,6 +30,7 @@ class SegmentationOptions:
     device: str = "auto"      # auto: umamba picks CUDA, then MPS, then CPU
     disableTta: bool = False  # mirroring off: about 4x (2D) to 8x (3D) faster, slightly less accurate
     stepSize: float = 0.5     # sliding-window step as a fraction of the patch; larger is faster
+    fast: bool = False        # `umamba predict --fast`: no mirroring and a larger step (unless stepSize is changed)
     folds: tuple = ()         # empty: every trained fold of the model
 
 
@@ -112,8 +113,11 @@ class SegmentationJob:
     # -- start -----------------------------------------------------------------------------------------------------
     def command(self, inputFiles, outputFile):
         args = ["predict", "-i", *inputFiles, "-o", outputFile, "-m", self.model.folder,
-                "-f", *(self.options.folds or self.model.folds), "--checkpoint", self.model.checkpointName(),
-                "--step-size", f"{self.options.stepSize:g}"]
+                "-f", *(self.options.folds or self.model.folds), "--checkpoint", self.model.checkpointName()]
+        if self.options.fast:
+            args.append("--fast")
+        if not (self.options.fast and self.options.stepSize == 0.5):   # --fast's own step unless one was chosen
+            args += ["--step-size", f"{self.options.stepSize:g}"]
         if self.options.device and self.options.device != "auto":
             args += ["--device", self.options.device]
         if self.options.disableTta:
