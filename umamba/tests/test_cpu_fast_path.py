@@ -31,15 +31,16 @@ def test_compiled_conv1d_silu_equals_the_torch_ops(with_bias):
 CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nmodel name\t: x\n"
 
 
-def test_bf16_is_chosen_only_on_cpus_with_native_bf16():
+def test_bf16_runs_only_when_asked_for_and_only_on_cpus_with_native_bf16():
     from umamba.errors import UserError
     from umamba.nnunet.cpu_speed import cpu_flags, resolve_precision
 
     with_bf16 = cpu_flags(CPUINFO.format(extra="avx512_bf16"))
     without = cpu_flags(CPUINFO.format(extra=""))
     assert "avx512_bf16" in with_bf16 and "avx512f" in without
-    assert resolve_precision("auto", with_bf16) == "bf16"
-    assert resolve_precision("auto", cpu_flags(CPUINFO.format(extra="amx_bf16"))) == "bf16"
+    assert resolve_precision("bf16", with_bf16) == "bf16"
+    assert resolve_precision("bf16", cpu_flags(CPUINFO.format(extra="amx_bf16"))) == "bf16"
+    assert resolve_precision("auto", with_bf16) == "float32"       # labels changed beyond 0.1 %: not automatic
     assert resolve_precision("auto", without) == "float32"
     assert resolve_precision("float32", with_bf16) == "float32"
     with pytest.raises(UserError, match="native bfloat16"):
@@ -109,14 +110,14 @@ def test_fast_path_labels_agree_with_the_eager_float32_path(trained_tiny_model, 
     from umamba.nnunet.cpu_speed import native_bf16
     from umamba.synthetic import phantom_case
 
-    image, _ = phantom_case((40, 36, 44), np.random.default_rng(7))   # several overlapping 16³ windows
-    image = ((image - image.mean()) / image.std()).astype(np.float32)          # (1, 40, 36, 44), z-scored
+    image, _ = phantom_case((24, 20, 28), np.random.default_rng(7))   # 12 overlapping 16³ windows
+    image = ((image - image.mean()) / image.std()).astype(np.float32)          # (1, 24, 20, 28), z-scored
     eager = _predict_labels(trained_tiny_model, image, monkeypatch, "float32", "portable", False)
     fast = _predict_labels(trained_tiny_model, image, monkeypatch, "auto", "auto", True)
     assert (fast == eager).mean() >= 0.999
-    if native_bf16():   # auto took bf16 convolutions here: the Mamba-only fast path must agree as well
-        fp32_fast = _predict_labels(trained_tiny_model, image, monkeypatch, "float32", "auto", True)
-        assert (fp32_fast == eager).mean() >= 0.999
+    if native_bf16():   # the opt-in bf16 path runs and gives labels (its agreement is measured, BENCHMARKS.md)
+        bf16 = _predict_labels(trained_tiny_model, image, monkeypatch, "bf16", "auto", True)
+        assert bf16.shape == eager.shape
 
 
 # -- --fast ---------------------------------------------------------------------------------------------------------

@@ -57,15 +57,18 @@ NUM_CLASSES = 14
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plain-nnunet", action="store_true", help="add plain nnU-Net (PlainConvUNet) arms")
-    parser.add_argument("--cpu-precisions", default="float32,auto",
-                        help="comma-separated: float32, auto (bf16 convolutions where the CPU has native bf16), "
-                             "bf16")
+    parser.add_argument("--cpu-precisions", default="float32,bf16",
+                        help="comma-separated: float32, bf16 (bf16 convolutions; needs native bf16), auto")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every arm")
-    parser.add_argument("--window-repeats", type=int, default=1, help="timed forwards per arm and round")
+    parser.add_argument("--window-repeats", type=int, default=1,
+                        help="timed forwards per arm and round (0: no window arms)")
     parser.add_argument("--volume", default="", help="ZxYxX of a synthetic CT-like volume to predict whole "
                         "(at the plan's 1.5 mm spacing), e.g. 256x256x256; empty: windows only")
     parser.add_argument("--volume-spacing", default="1.5,1.5,1.5",
                         help="its spacing in mm (z,y,x); other than the plan's, the export resamples")
+    parser.add_argument("--volume-max-windows", type=int, default=0,
+                        help="predict only the first N windows of the volume: a memory measurement (the "
+                             "accumulators and the export are full size), not a time")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
     parser.add_argument("--baseline-src", default="",
                         help="another checkout's umamba/src: adds float32 arms run with that code (the "
@@ -79,14 +82,15 @@ def run_cpu(args, reporter=None) -> int:
     arms = [(v, p, "") for v in variants for p in args.cpu_precisions.split(",") if p]
     if args.baseline_src:
         arms += [(v, "float32", os.path.abspath(args.baseline_src)) for v in variants if v != "plain"]
-    modes = ["window"] + (["volume"] if args.volume else [])
+    modes = (["window"] if args.window_repeats > 0 else []) + (["volume"] if args.volume else [])
     results: dict[tuple, list[dict]] = {}
     for rnd in range(args.rounds):
         for mode in modes:
             for variant, precision, src in arms:
                 spec = {"mode": mode, "variant": variant, "precision": precision, "threads": args.threads,
                         "repeats": args.window_repeats, "volume": args.volume,
-                        "volume_spacing": args.volume_spacing, "save_labels": rnd == 0}
+                        "volume_spacing": args.volume_spacing, "save_labels": rnd == 0,
+                        "max_windows": args.volume_max_windows if mode == "volume" else 0}
                 r = _child(spec, src)
                 r.update(mode=mode, variant=variant, arm=precision + (" (baseline)" if src else ""), round=rnd)
                 results.setdefault((mode, variant, r["arm"]), []).append(r)

@@ -15,8 +15,19 @@ import numpy as np
 import torch
 
 
+def _bench_module():
+    """predict_cpu.py beside this file (a baseline checkout on the path first may not have it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("predict_cpu", os.path.join(os.path.dirname(__file__),
+                                                                              "predict_cpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def build(variant: str):
-    from umamba.bench.predict_cpu import CT_PLAN, NUM_CLASSES
+    CT_PLAN, NUM_CLASSES = _bench_module().CT_PLAN, _bench_module().NUM_CLASSES
 
     torch.manual_seed(0)
     if variant == "plain":
@@ -71,7 +82,7 @@ def ct_like_volume(shape, seed=0):
 
 
 def volume(spec, net, bf16):
-    from umamba.bench.predict_cpu import CT_PLAN
+    CT_PLAN = _bench_module().CT_PLAN
 
     with contextlib.redirect_stdout(sys.stderr):
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -83,8 +94,19 @@ def volume(spec, net, bf16):
     plans_manager = PlansManager(CT_PLAN)
     conf = plans_manager.get_configuration("3d_fullres")
     kwargs = {"cpu_bf16": bf16} if bf16 else {}
+    cls = UMambaPredictor
+    if spec.get("max_windows"):
+        class FirstWindows(UMambaPredictor):
+            """Only the first windows: the accumulators and the export stay full size (the memory peak is the
+            same), the time is not the volume's."""
+
+            def _internal_get_sliding_window_slicers(self, image_size):
+                slicers = super()._internal_get_sliding_window_slicers(image_size)
+                self.all_windows = len(slicers)
+                return slicers[:spec["max_windows"]]
+        cls = FirstWindows
     with contextlib.redirect_stdout(sys.stderr):
-        p = UMambaPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+        p = cls(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                             perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
                             verbose_preprocessing=False, allow_tqdm=False, **kwargs)
         p.manual_initialization(net, plans_manager, conf, [net.state_dict()], dataset_json, "bench", None)
@@ -105,7 +127,7 @@ def volume(spec, net, bf16):
             convert_predicted_logits_to_segmentation_with_correct_shape as convert
         seg = convert(logits, plans_manager, conf, p.label_manager, props)
     seconds = time.perf_counter() - t0
-    return seconds, np.asarray(seg, dtype=np.uint8), p.tiles_done
+    return seconds, np.asarray(seg, dtype=np.uint8), getattr(p, "all_windows", p.tiles_done)
 
 
 def main(spec):

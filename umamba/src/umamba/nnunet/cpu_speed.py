@@ -1,9 +1,12 @@
 """CPU inference settings: thread count, and bfloat16 convolutions on CPUs that compute bf16 natively.
 
 bf16 on the CPU is only fast where the instruction set has it (AVX512-BF16 or AMX-BF16: oneDNN's bf16
-convolutions then run about 1.5x faster than float32, BENCHMARKS.md); elsewhere oneDNN emulates it, slower than
-float32, so `auto` never picks it there. Under bf16 autocast the Mamba layers still run in float32 (MambaLayer
-turns autocast off), only the convolutions (and the linear maps outside the Mamba layers) change precision.
+convolutions then run about 2x faster than float32, BENCHMARKS.md); elsewhere oneDNN emulates it, slower than
+float32, so it is refused there. Under bf16 autocast the Mamba layers still run in float32 (MambaLayer turns
+autocast off), only the convolutions (and the linear maps outside the Mamba layers) change precision.
+
+`auto` is float32: bf16 changed the labels of the networks it was measured on by more than the 0.1 % allowed
+(BENCHMARKS.md, "CPU inference"), so it is only used when asked for (`--precision bf16`).
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ def native_bf16(flags: set[str] | None = None) -> bool:
 
 
 def resolve_precision(choice: str = "auto", flags: set[str] | None = None) -> str:
-    """'float32' or 'bf16' for CPU inference: auto = bf16 only on native-bf16 CPUs; bf16 asked for on another CPU
-    is refused (it would be slower than float32 and change the labels for nothing)."""
+    """'float32' or 'bf16' for CPU inference: auto = float32 (see the module docstring); bf16 asked for on a CPU
+    without native bf16 is refused (it would be slower than float32 and change the labels for nothing)."""
     choice = (choice or "auto").lower()
     if choice not in PRECISIONS:
         raise UserError(f"unknown precision {choice!r}", f"use one of: {', '.join(PRECISIONS)}")
@@ -49,9 +52,7 @@ def resolve_precision(choice: str = "auto", flags: set[str] | None = None) -> st
         raise UserError("--precision bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); this one has "
                         "neither, so bf16 would run emulated, slower than float32",
                         "use --precision auto or float32")
-    if choice == "auto":
-        return "bf16" if native else "float32"
-    return choice
+    return "float32" if choice == "auto" else choice
 
 
 def core_count() -> int:

@@ -122,8 +122,8 @@ def load_predictor(model_dir: str | os.PathLike, folds: list[str] | None = None,
                    use_mirroring: bool = True, trust_checkpoint: bool = False,
                    on_tile: Callable[[int, int], None] | None = None, precision: str = "auto",
                    threads: int | None = None) -> LoadedModel:
-    """precision and threads apply to CPU inference (umamba.nnunet.cpu_speed): auto = bf16 convolutions only on
-    CPUs with native bf16; threads default to every core available."""
+    """precision and threads apply to CPU inference (umamba.nnunet.cpu_speed): auto = float32, bf16 = bf16
+    convolutions (native-bf16 CPUs only); threads default to every core available."""
     if not 0 < step_size <= 1:
         raise UserError(f"--step-size must be in (0, 1], got {step_size}", "0.5 is nnU-Net's default")
     model = inspect_model_folder(model_dir, checkpoint_name)
