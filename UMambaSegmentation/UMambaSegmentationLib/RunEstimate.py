@@ -8,9 +8,10 @@ import json
 import math
 import os
 
-# Seconds per 128³ window of nnU-Net's CT plan (6 stages, 32-320 features) with the CPU fast path, measured on
-# 2 cores (BENCHMARKS.md, "CPU inference"); other patch sizes scale with their voxel count.
-SECONDS_PER_WINDOW_2_CORES = {"bot": 8.0, "enc": 9.5}
+# Seconds per 128³ window of nnU-Net's CT plan (6 stages, 32-320 features), float32 (umamba predict's default on
+# the CPU), measured on 2 otherwise idle Xeon cores (BENCHMARKS.md, "CPU inference"); other patch sizes scale
+# with their voxel count.
+SECONDS_PER_WINDOW_2_CORES = {"bot": 11.0, "enc": 15.0}
 REFERENCE_CORES = 2
 FAST_STEP_SIZE = 0.75   # `umamba predict --fast` (no mirroring, this step)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from umamba.errors import UserError
 
 GIB = 1 << 30
-BASE_BYTES = 0.6 * GIB                  # torch, nnU-Net and SimpleITK loaded, before any volume
+BASE_BYTES = 0.9 * GIB                  # torch, nnU-Net, SimpleITK loaded; the image as read (fitted: BENCHMARKS.md)
 # one 128³ window's activations on the CPU (peak RSS of one forward minus the base, BENCHMARKS.md, float32)
-WINDOW_BYTES_128 = {"bot": 2.1 * GIB, "enc": 3.0 * GIB}
+WINDOW_BYTES_128 = {"bot": 2.1 * GIB, "enc": 3.8 * GIB}
 
 
 def predict_memory_bytes(image_size, image_spacing, plan_spacing, patch_size, n_classes: int, n_channels: int = 1,
