@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cpu, cuda or mps (default: cuda if available, else mps, else cpu)")
     parser.add_argument("--pretrained", default=None, metavar="CKPT",
                         help="initialise the network from this checkpoint (nnU-Net's -pretrained_weights)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load --pretrained / --continue checkpoints that need more than plain weights to unpickle "
+                             "(this can run code stored in the file: only for files you trust)")
     parser.add_argument("--num-gpus", type=int, default=1, metavar="N",
                         help="train on N CUDA GPUs with nnU-Net's DDP (default 1)")
     parser.add_argument("--compile", action="store_true",
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace, reporter) -> int:
     request = TrainRequest(dataset=args.dataset, configuration=args.configuration, fold=args.fold,
                            trainer=args.trainer, epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
                            val_iterations=args.val_iterations, continue_training=args.continue_training,
-                           device=args.device, pretrained=args.pretrained, num_gpus=args.num_gpus,
+                           device=args.device, pretrained=args.pretrained,
+                           trust_checkpoint=args.trust_checkpoint, num_gpus=args.num_gpus,
                            compile=args.compile, final_validation=args.final_validation, plans=args.plans)
     model_folder = train(request, workspace.preprocessed, reporter)
     fold_dir = model_folder / f"fold_{request.fold}"

@@ -38,6 +38,7 @@ class TrainRequest:
     continue_training: bool = False
     device: str | None = None
     pretrained: str | None = None
+    trust_checkpoint: bool = False
     num_gpus: int = 1
     compile: bool = False
     final_validation: bool = True
@@ -172,6 +173,7 @@ def build_trainer(req: TrainRequest, preprocessed_root: Path, device: str, repor
         trainer = cls(plans=compat.trainer_plans(plans, req.continue_training), configuration=req.configuration,
                       fold=parse_fold(req.fold), dataset_json=dataset_json, device=torch_device)
     trainer.reporter = reporter
+    trainer.trust_checkpoint = req.trust_checkpoint
     saved = _settings(Path(trainer.output_folder)) if req.continue_training else {}
     epochs = req.epochs or saved.get("epochs") or trainer.num_epochs
     iterations = req.iterations_per_epoch or saved.get("iterations_per_epoch") or trainer.num_iterations_per_epoch
@@ -200,8 +202,6 @@ def _train_one_process(req: TrainRequest, preprocessed_root: Path, device: str, 
                        rank: int = 0) -> Path:
     import torch
 
-    from nnunetv2.run.run_training import maybe_load_checkpoint
-
     trainer = build_trainer(req, preprocessed_root, device, reporter)
     output_folder = Path(trainer.output_folder)
     cont = req.continue_training
@@ -223,7 +223,14 @@ def _train_one_process(req: TrainRequest, preprocessed_root: Path, device: str, 
     if device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     with contextlib.redirect_stdout(sys.stderr):
-        maybe_load_checkpoint(trainer, cont, False, req.pretrained)
+        # Not nnU-Net's maybe_load_checkpoint: its torch.load runs pickled code (umamba.checkpoint does not).
+        if cont:
+            trainer.load_checkpoint(str(ckpt))
+        elif req.pretrained:
+            skipped = trainer.load_pretrained(req.pretrained)
+            if reporter:
+                reporter.log(f"pretrained weights from {req.pretrained}; segmentation heads not loaded (nnU-Net's "
+                             f"rule, the number of classes may differ): {', '.join(skipped) or 'none'}")
         if torch.cuda.is_available() and device == "cuda":
             torch.backends.cudnn.deterministic = False
             torch.backends.cudnn.benchmark = True
