@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -68,12 +69,17 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False, map_location: 
                 checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch's unpickler fails in many ways on bytes that are not a checkpoint
         text = str(exc).splitlines()[0] if str(exc) else "no detail"
-        if not trust and isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc):
-            needed = _unsafe_globals(path)
+        # torch names what the restricted unpickler met: "Unsupported global: GLOBAL builtins.open ..." is code a
+        # trusted load would run; anything else ("Unsupported operand", ...) means the bytes are no checkpoint.
+        wanted = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if not trust and isinstance(exc, pickle.UnpicklingError) and wanted:
+            needed = _unsafe_globals(path) or [wanted.group(1)]
             raise UserError(
-                f"{path} contains pickled objects that are not plain weights ({', '.join(needed) or text}); it "
+                f"{path} contains pickled objects that are not plain weights ({', '.join(needed)}); it "
                 f"was not loaded because loading it could run arbitrary code",
                 f"only if you trust where this file came from, run again with {TRUST_OPTION}") from None
+        reason = re.search(r"WeightsUnpickler error: ([^\n]+)", str(exc))
+        text = reason.group(1) if reason else text
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {text})",
                         "the file may be truncated or not a checkpoint; copy or export the model again") from None
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:

@@ -250,19 +250,22 @@ def delete_model(store: str | os.PathLike, name: str) -> None:
 
 
 def import_model(source: str | os.PathLike, store: str | os.PathLike, name: str | None = None,
-                 configuration: str | None = None, force: bool = False, trust_checkpoint: bool = False) -> list[dict]:
+                 configuration: str | None = None, force: bool = False, read_checkpoints: bool = False,
+                 trust_checkpoint: bool = False) -> list[dict]:
     """Import a model folder, a results folder holding model folders, or an nnU-Net export zip; returns the cards.
 
     Several models in the source (e.g. 2d and 3d_fullres) are each imported, unless `configuration` picks one.
-    Every checkpoint is read once with umamba.checkpoint's loader before the model lands in the store, so a file
-    that is truncated or would run pickled code is refused at import (`trust_checkpoint` allows the latter).
+    With `read_checkpoints` (`umamba import-model` sets it; it needs torch, which the store itself does not, as
+    Slicer's process uses it) every checkpoint is read once with umamba.checkpoint's loader before the model lands
+    in the store, so a file that is truncated or would run pickled code is refused at import (`trust_checkpoint`
+    allows the latter).
     """
     source = Path(source).expanduser()
     store = Path(store).expanduser()
     if name is not None and not _NAME_RE.match(name):
         raise UserError(f"invalid model name '{name}'", "use letters, digits, '.', '_' and '-' only")
     if source.is_file() and zipfile.is_zipfile(source):
-        return _import_zip(source, store, name, configuration, force, trust_checkpoint)
+        return _import_zip(source, store, name, configuration, force, read_checkpoints, trust_checkpoint)
     if source.is_dir():
         folders = _find_model_folders(source)
         folders = _pick_configuration(folders, configuration, source, lambda p: p.name)
@@ -277,7 +280,7 @@ def import_model(source: str | os.PathLike, store: str | os.PathLike, name: str 
                     (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src / rel, stage / rel)
             cards.append(_install(store, model_name, fill, _identity(model), str(model.path.resolve()), force,
-                                  trust_checkpoint))
+                                  read_checkpoints, trust_checkpoint))
         return cards
     if source.exists():
         raise UserError(f"{source} is neither a folder nor a zip archive",
@@ -346,22 +349,16 @@ def _identity(model: ModelFolder) -> tuple[str, str, str]:
 
 
 def _install(store: Path, name: str, fill, identity: tuple[str, str, str], source: str, force: bool,
-             trust_checkpoint: bool = False) -> dict:
-    """Stage the model in a hidden folder inside the store, validate it (every checkpoint read with the safe
-    loader), write its card, then rename it in place."""
-    from umamba.checkpoint import load_checkpoint
-
+             read_checkpoints: bool = False, trust_checkpoint: bool = False) -> dict:
+    """Stage the model in a hidden folder inside the store, validate it (with `read_checkpoints`, every checkpoint
+    is read with the safe loader), write its card, then rename it in place."""
     stage = store / f".staging-{uuid.uuid4().hex}"
     stage.mkdir(parents=True)
     try:
         fill(stage)
         model = inspect_model_folder(stage, identity=identity)
-        for fold, names in model.checkpoints.items():
-            for checkpoint in names:
-                try:
-                    load_checkpoint(stage / f"fold_{fold}" / checkpoint, trust=trust_checkpoint)
-                except UserError as exc:  # name the file of the source, not of the staging folder
-                    raise UserError(exc.message.replace(str(stage), source), exc.hint) from None
+        if read_checkpoints:
+            _read_checkpoints(model, source, trust_checkpoint)
         card = make_card(model, name, source)
         with open(stage / CARD_FILE, "w", encoding="utf-8") as f:
             json.dump(card, f, indent=2)
@@ -375,6 +372,17 @@ def _install(store: Path, name: str, fill, identity: tuple[str, str, str], sourc
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _read_checkpoints(model: ModelFolder, source: str, trust: bool) -> None:
+    from umamba.checkpoint import load_checkpoint
+
+    for fold, names in model.checkpoints.items():
+        for checkpoint in names:
+            try:
+                load_checkpoint(model.path / f"fold_{fold}" / checkpoint, trust=trust)
+            except UserError as exc:  # name the source's file, not the staging copy
+                raise UserError(exc.message.replace(str(model.path), source), exc.hint) from None
 
 
 # -- zips ---------------------------------------------------------------------------------------------------------
@@ -394,7 +402,7 @@ def check_zip_members(zf: zipfile.ZipFile) -> None:
 
 
 def _import_zip(source: Path, store: Path, name: str | None, configuration: str | None, force: bool,
-                trust_checkpoint: bool = False) -> list[dict]:
+                read_checkpoints: bool = False, trust_checkpoint: bool = False) -> list[dict]:
     try:
         zf = zipfile.ZipFile(source)
     except zipfile.BadZipFile as exc:
@@ -430,7 +438,7 @@ def _import_zip(source: Path, store: Path, name: str | None, configuration: str 
                     with zf.open(info) as src, open(out, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
             cards.append(_install(store, model_name, fill, _identity(proxy), str(source.resolve()), force,
-                                  trust_checkpoint))
+                                  read_checkpoints, trust_checkpoint))
         return cards
 
 

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     store = args.store or default_model_store()
     reporter.stage("import", f"importing {args.source} into {store}")
     cards = import_model(args.source, store, name=args.name, configuration=args.configuration, force=args.force,
-                         trust_checkpoint=args.trust_checkpoint)
+                         read_checkpoints=True, trust_checkpoint=args.trust_checkpoint)
     for card in cards:
         reporter.log(card_line(card))
     reporter.done([f"{store}/{c['name']}" for c in cards], cards=cards)
