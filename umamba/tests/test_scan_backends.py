@@ -31,29 +31,29 @@ def test_auto_rule(monkeypatch):
     monkeypatch.delenv(scan.ENV_VAR, raising=False)
     u = torch.zeros(1, 2, 3)
     want_cpu_inference = "numba" if HAS_NUMBA else "portable"
-    assert scan.resolve_backend("auto", u, needs_grad=False) == want_cpu_inference
-    assert scan.resolve_backend("auto", u, needs_grad=True) == "portable"
-    assert scan.resolve_backend("auto", u.double(), needs_grad=False) == "portable"
+    assert scan.scan_backend("auto", u, needs_grad=False) == want_cpu_inference
+    assert scan.scan_backend("auto", u, needs_grad=True) == "portable"
+    assert scan.scan_backend("auto", u.double(), needs_grad=False) == "portable"
     # the kernel is never chosen for CPU tensors, even when it imports
     monkeypatch.setattr(scan, "_cuda_available", lambda: True)
-    assert scan.resolve_backend("auto", u, needs_grad=True) == "portable"
+    assert scan.scan_backend("auto", u, needs_grad=True) == "portable"
 
 
 def test_env_var_overrides_auto_and_argument_overrides_env(monkeypatch):
     u = torch.zeros(1, 2, 3)
     monkeypatch.setenv(scan.ENV_VAR, "portable")
-    assert scan.resolve_backend("auto", u, needs_grad=False) == "portable"
+    assert scan.scan_backend("auto", u, needs_grad=False) == "portable"
     monkeypatch.setenv(scan.ENV_VAR, " Auto ")
-    assert scan.resolve_backend("auto", u, needs_grad=True) == "portable"
+    assert scan.scan_backend("auto", u, needs_grad=True) == "portable"
     if HAS_NUMBA:
         monkeypatch.setenv(scan.ENV_VAR, "numba")
-        assert scan.resolve_backend("auto", u, needs_grad=False) == "numba"
-        assert scan.resolve_backend("portable", u, needs_grad=False) == "portable"
+        assert scan.scan_backend("auto", u, needs_grad=False) == "numba"
+        assert scan.scan_backend("portable", u, needs_grad=False) == "portable"
     monkeypatch.setenv(scan.ENV_VAR, "fastest")
     with pytest.raises(ValueError, match=f"unknown selective-scan backend 'fastest'.*{scan.ENV_VAR}"):
-        scan.resolve_backend("auto", u, needs_grad=False)
+        scan.scan_backend("auto", u, needs_grad=False)
     with pytest.raises(ValueError, match="backend argument"):
-        scan.resolve_backend("warp", u, needs_grad=False)
+        scan.scan_backend("warp", u, needs_grad=False)
 
 
 def test_env_var_reaches_selective_scan(monkeypatch):
@@ -82,7 +82,7 @@ def test_forcing_triton_when_its_module_is_missing_is_a_clear_error(monkeypatch)
     monkeypatch.setattr(scan, "_triton_module", lambda: None)
     with pytest.raises(ValueError, match="scan_triton"):
         selective_scan(**inputs(), backend="triton")
-    assert scan.resolve_backend("auto", torch.zeros(1, 1, 1), needs_grad=True) == "portable"
+    assert scan.scan_backend("auto", torch.zeros(1, 1, 1), needs_grad=True) == "portable"
 
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
