@@ -181,9 +181,10 @@ def is_segmentation_head(key: str) -> bool:
 
 
 def load_pretrained_weights(network, checkpoint: Mapping[str, Any], source: str | os.PathLike) -> list[str]:
-    """Into `network` (the bare module, not a DDP or torch.compile wrapper), by nnU-Net's pretrained-weights rule, without its unsafe `torch.load`: every weight of `network` except the
-    segmentation heads (`.seg_layers.`) must be in the checkpoint with the same shape and is copied; the heads keep
-    their fresh initialisation (the number of classes may differ). Returns the keys left untouched."""
+    """nnU-Net's pretrained-weights rule, without its unsafe `torch.load`, into `network` (the bare module, not a
+    DDP or torch.compile wrapper): every weight except the segmentation heads (`.seg_layers.`) must be in the
+    checkpoint with the same shape and is copied; the heads keep their fresh initialisation (the number of classes
+    may differ). Returns the keys left untouched."""
     weights = checkpoint["network_weights"] if "network_weights" in checkpoint else checkpoint
     own = network.state_dict()
     comparison = compare_weights(own, weights, skip=is_segmentation_head)
