@@ -111,3 +111,12 @@ def test_restart_only_when_loaded_umamba_code_is_replaced(tmp_path, monkeypatch,
     outcome, detail = inst.run([step, {"name": "verify", "action": "verify", "reason": "v"}])
     assert len(inst.calls.pip_calls) == 1
     assert (outcome, detail) == (("restart", ["umamba"]) if restart else ("done", {"ok": True}))
+
+
+def test_python_finder_names_where_it_looked():
+    from conftest import find_python
+
+    path, where = find_python("3.99")
+    assert path is None and "python3.99 on PATH" in where and "pyenv" in where.lower() and "uv" in where
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert find_python(here)[0] == sys.executable
