@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from umamba.intake.integrity import integrity_problem
+
 # Geometry tolerances: spacing relative, origin in voxels of the smallest spacing, direction cosines absolute.
 SPACING_RTOL = 1e-3
 ORIGIN_VOXELS = 1e-2
@@ -36,7 +38,11 @@ class Geometry:
 
 
 def read_image(path: Path) -> sitk.Image | str:
-    """The image, or a one-line reason why it cannot be read."""
+    """The image, or a one-line reason why it cannot be read (a truncated or corrupt file is refused: ITK would
+    read it with the missing voxels set to zero)."""
+    problem = integrity_problem(path)
+    if problem:
+        return f"the file {problem}; copy or export it again"
     try:
         return sitk.ReadImage(str(path))
     except Exception as exc:  # SimpleITK raises RuntimeError with a multi-line ITK message

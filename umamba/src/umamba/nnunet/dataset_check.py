@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from umamba.errors import UserError
+from umamba.intake.integrity import integrity_problem
 
 # File endings SimpleITK reads; other formats (png, tif, ...) go through nnU-Net's reader.
 _SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz")
@@ -209,6 +210,12 @@ def validate_raw_dataset(folder: str | Path) -> RawDataset:
                 problems.append(f"case {case.identifier}: label file {case.label} is missing")
             if missing or not case.label.is_file():
                 continue
+            damaged = [(f, integrity_problem(f)) for f in (*case.images, case.label)]
+            damaged = [(f, why) for f, why in damaged if why]
+            for f, why in damaged:
+                problems.append(f"case {case.identifier}: {f.parent.name}/{f.name} {why}")
+            if damaged:
+                continue
             try:
                 if sitk_readable:
                     problems += _check_geometry(case, ds.dataset_json["file_ending"])
@@ -220,7 +227,7 @@ def validate_raw_dataset(folder: str | Path) -> RawDataset:
         more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
         raise UserError(f"the raw dataset {folder} has {len(problems)} problem(s):\n  - " + "\n  - ".join(shown)
                         + more,
-                        "fix these files (nothing was planned or written); nnU-Net's layout is "
+                        "fix these files (nothing was planned or written; copy damaged files again); nnU-Net's layout is "
                         "imagesTr/CASE_0000.nii.gz per channel and labelsTr/CASE.nii.gz with whole-number labels "
                         "on the same voxel grid")
     return ds

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from umamba.errors import UserError
+from umamba.intake.integrity import check_image_file
 
 # Longest first, so ".nii.gz" wins over ".gz".
 IMAGE_ENDINGS = (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".mha", ".mhd", ".gipl", ".tif", ".tiff", ".png", ".bmp")
@@ -148,6 +149,7 @@ def check_case_images(case: Case) -> None:
     for f in case.files:
         if image_ending(f) in (".png", ".bmp", ".tif", ".tiff"):
             continue  # nnU-Net's natural-image readers: nothing to check cheaply
+        check_image_file(f)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(f))
         try:
