@@ -12,7 +12,8 @@ Events (fields beyond `event`/`time`):
 - `checkpoint` path, epoch
 - `log`        message, level ("info" | "warning")
 - `done`       outputs (list of paths) and command-specific fields
-- `error`      message, hint (what to do; may be null)
+- `error`      message, hint (what to do; may be null); a refused memory estimate adds `memory` (estimate_gb,
+               free_gb, limit_gb, patch_size, ...)
 
 Without `--progress-json` the same calls print short human-readable lines and a progress bar on stderr.
 Readers (the Slicer module) must ignore lines that do not parse and events they do not know.
@@ -103,8 +104,8 @@ class Reporter:
     def done(self, outputs: list[str] | None = None, **fields: Any) -> None:
         self.emit("done", outputs=[str(o) for o in (outputs or [])], **fields)
 
-    def error(self, message: str, hint: str | None = None) -> None:
-        self.emit("error", message=message, hint=hint)
+    def error(self, message: str, hint: str | None = None, **fields: Any) -> None:
+        self.emit("error", message=message, hint=hint, **fields)
 
     # -- human output ----------------------------------------------------------------------------------------------
     def _end_bar(self) -> None:

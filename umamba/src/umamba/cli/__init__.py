@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args, reporter) or 0)
     except UserError as exc:
-        reporter.error(exc.message, exc.hint)
+        reporter.error(exc.message, exc.hint, **getattr(exc, "fields", {}))
         return 2
     except KeyboardInterrupt:
         reporter.error("interrupted", None)

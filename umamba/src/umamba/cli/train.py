@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use torch.compile (off by default; also nnUNet_compile=1)")
     parser.add_argument("--no-final-validation", dest="final_validation", action="store_false",
                         help="skip nnU-Net's sliding-window validation after training")
+    parser.add_argument("--memory-limit-gb", type=float, default=None, metavar="GB",
+                        help="refuse to start when the estimated memory of a training step exceeds this (default: "
+                             "the free memory of the device; also UMAMBA_MEMORY_LIMIT_GB)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("--workspace", default=None, metavar="DIR",
                         help="folder holding nnUNet_raw, nnUNet_preprocessed, nnUNet_results (used when the "
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace, reporter) -> int:
                            trainer=args.trainer, epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
                            val_iterations=args.val_iterations, continue_training=args.continue_training,
                            device=args.device, pretrained=args.pretrained, num_gpus=args.num_gpus,
-                           compile=args.compile, final_validation=args.final_validation, plans=args.plans)
+                           compile=args.compile, final_validation=args.final_validation, plans=args.plans,
+                           memory_limit_gb=args.memory_limit_gb)
     model_folder = train(request, workspace.preprocessed, reporter)
     fold_dir = model_folder / f"fold_{request.fold}"
     final = fold_dir / "checkpoint_final.pth"

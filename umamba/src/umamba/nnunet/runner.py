@@ -42,6 +42,7 @@ class TrainRequest:
     compile: bool = False
     final_validation: bool = True
     plans: str = "nnUNetPlans"
+    memory_limit_gb: float | None = None
 
 
 def resolve_trainer_name(name: str) -> str:
@@ -143,6 +144,22 @@ def _load_plans(preprocessed_root: Path, req: TrainRequest) -> tuple[Path, dict,
                         "train fold 'all' (all cases, validation on the training cases) or write your own "
                         f"{folder / 'splits_final.json'}")
     return folder, plans, dataset_json
+
+
+def check_training_memory(req: TrainRequest, preprocessed_root: Path, device: str, reporter: Reporter | None):
+    """The memory one training step needs vs what the device has free: refused before anything is built."""
+    from umamba.memory import check_memory, estimate_training
+    from umamba.nets.plan_spec import resolve_configuration, spec_from_plans
+
+    _folder, plans, dataset_json = _load_plans(preprocessed_root, req)
+    config = resolve_configuration(plans, req.configuration)
+    spec = spec_from_plans(plans, req.configuration)
+    variant = "enc" if "Enc" in resolve_trainer_name(req.trainer) else "bot"
+    labels = dataset_json.get("labels", {})
+    estimate = estimate_training(spec, variant, config["patch_size"], int(config.get("batch_size", 2)),
+                                 len(dataset_json.get("channel_names") or dataset_json.get("modality") or {}) or 1,
+                                 max(len(labels), 2), device)
+    return check_memory(estimate, reporter, req.memory_limit_gb)
 
 
 def _settings(output_folder: Path) -> dict:
@@ -303,6 +320,7 @@ def train(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -> Pat
     resolve_trainer_name(req.trainer)
     _load_plans(preprocessed_root, req)  # dataset, configuration and fold problems, before torch loads
     device = pick_device(req.device if req.num_gpus == 1 else "cuda")
+    check_training_memory(req, preprocessed_root, device, reporter)
     if req.compile:
         os.environ["nnUNet_compile"] = "1"
     prepare_process(device)
