@@ -189,9 +189,11 @@ def check_memory(estimate: MemoryEstimate, reporter=None, limit_gb: float | None
             f"{where} needs about {need:.1f} GB{guess}, but {source} is {have:.1f} GB; nothing was started",
             "use a smaller patch (the configuration's patch_size in the plans file), a 2d configuration, a GPU, "
             f"or a GPU server (umamba serve); {LIMIT_VARIABLE} sets the limit", estimate)
-    if reporter is not None and estimate.bytes > WARN_FRACTION * available:
-        reporter.emit("log", level="warning", message=f"{where} needs about {need:.1f} GB{guess}; {source} is "
-                                                      f"{have:.1f} GB: close to the limit", **estimate.fields())
+    if reporter is not None:
+        close = estimate.bytes > WARN_FRACTION * available
+        reporter.emit("log", level="warning" if close else "info",
+                      message=f"{where} needs about {need:.1f} GB{guess}; {source} is {have:.1f} GB"
+                              + (": close to the limit" if close else ""), **estimate.fields())
     return estimate
 
 

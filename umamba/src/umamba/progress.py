@@ -91,6 +91,12 @@ class Reporter:
             return
         self._human(event, fields)
 
+    def passthrough(self, line: str) -> None:
+        """A line another umamba process wrote (already an event in JSON mode), passed on unchanged."""
+        self._end_bar()
+        self._out.write(line + "\n")
+        self._out.flush()
+
     # -- conveniences ----------------------------------------------------------------------------------------------
     def stage(self, stage: str, message: str = "") -> None:
         self.emit("stage", stage=stage, message=message or stage)

@@ -57,6 +57,10 @@ def run(args: argparse.Namespace, reporter) -> int:
     if missing:
         raise UserError(f"missing argument(s): {' '.join(m.upper() for m in missing)}",
                         "usage: umamba train DATASET CONFIG FOLD -tr bot (e.g. umamba train 4 3d_fullres all)")
+    from umamba.cli.watched import is_watched_child, run_watched
+
+    if getattr(args, "argv", None) and not is_watched_child():
+        return run_watched(args.argv, reporter, "training")  # its end is reported even if the system kills it
     workspace = resolve_workspace(args.workspace)
     workspace.export_to_environment()  # before nnunetv2 is imported
 
