@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from umamba.model_store import channel_names, inspect_model_folder, resolve_model
-    from umamba.nnunet.predict_inputs import check_case_images, check_endings, check_outputs, resolve_cases
+    from umamba.nnunet.predict_inputs import (check_case_images, check_endings, check_output_locations,
+                                              check_outputs, resolve_cases)
 
     from umamba.errors import UserError
 
@@ -45,8 +46,13 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     folder = inspect_model_folder(model_dir, args.checkpoint)
     cases = resolve_cases(args.input, args.output, channel_names(folder.dataset_json))
     check_outputs(cases)
+    check_output_locations(cases)
     for case in cases:
         check_case_images(case)
+    if args.device in ("cuda", "mps"):  # before the model loads, not after
+        from umamba.nnunet.runner import pick_device
+
+        pick_device(args.device)
     reporter.stage("load", f"loading model {model_dir}")
     from umamba.nnunet.predictor import load_predictor, predict_cases
 

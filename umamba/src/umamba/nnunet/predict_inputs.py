@@ -91,6 +91,21 @@ def check_outputs(cases: list[Case]) -> None:
         raise UserError("two cases would be written to the same output file", "pass an output folder")
 
 
+def check_output_locations(cases: list[Case]) -> None:
+    """Every output can be written: its folder exists or can be made (the nearest existing parent is a writable
+    folder), checked before the model loads."""
+    for folder in sorted({c.output.parent for c in cases}):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UserError(f"the output folder {folder} cannot be made: {existing} is a file",
+                            "choose an output path whose folders are folders")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"the output folder {folder} is not writable ({existing} does not allow writing)",
+                            "choose an output folder you can write to")
+
+
 def check_endings(cases: list[Case], supported_endings: list[str]) -> None:
     """Every input and output file has an ending the model's image reader / writer handles."""
     for case in cases:

@@ -23,6 +23,7 @@ import torch
 from umamba.checkpoint import load_checkpoint
 from umamba.errors import UserError
 from umamba.model_store import ModelFolder, channel_names, inspect_model_folder, trainer_variant
+from umamba.nnunet.plans_check import check_plan_names
 from umamba.nnunet.predict_inputs import Case, check_case_images
 from umamba.progress import Reporter
 
@@ -138,6 +139,7 @@ def load_predictor(model_dir: str | os.PathLike, folds: list[str] | None = None,
     if configuration not in plans_manager.available_configurations:
         raise UserError(f"{model.path}/plans.json has no configuration '{configuration}'",
                         "the checkpoint and plans.json must come from the same training run")
+    check_plan_names(plans, configuration, Path(model.path) / "plans.json")
     with contextlib.redirect_stdout(sys.stderr):  # the old-format conversion warns on stdout
         configuration_manager = plans_manager.get_configuration(configuration)
     if configuration_manager.previous_stage_name is not None:
