@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the free memory of the device; also UMAMBA_MEMORY_LIMIT_GB)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("--workspace", default=None, metavar="DIR",
-                        help="folder holding nnUNet_raw, nnUNet_preprocessed, nnUNet_results (used when the "
-                             "nnUNet_* environment variables are not all set)")
+                        help="folder holding nnUNet_raw, nnUNet_preprocessed, nnUNet_results (when given, it is used even "
+                             "if the nnUNet_* environment variables are set; without it: those variables when all "
+                             "three are set, else a per-user folder)")
     parser.add_argument("--print-ext-trainer-path", action="store_true",
                         help="print the folder to put into nnUNet_extTrainer for stock nnUNetv2_train (>= 2.8) "
                              "and exit")

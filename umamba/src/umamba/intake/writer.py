@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -21,6 +20,7 @@ import SimpleITK as sitk
 from umamba.errors import UserError
 from umamba.intake import segnrrd
 from umamba.intake.validate import IntakePlan, PlannedCase
+from umamba.nnunet.process_safety import pid_alive
 
 FILE_ENDING = ".nii.gz"
 FIRST_ID = 501          # nnU-Net leaves ids below 500 to public datasets
@@ -93,20 +93,8 @@ def _remove_abandoned_partials(raw: Path) -> None:
     for folder in raw.glob(f".Dataset*{PARTIAL}"):
         parts = folder.name.split(".")
         pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
-        if pid is not None and not _pid_alive(pid):
+        if pid is not None and not pid_alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process there: keep the folder
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 def _dataset_json(plan: IntakePlan, folder_name: str) -> dict:
