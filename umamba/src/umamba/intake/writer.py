@@ -20,6 +20,7 @@ import SimpleITK as sitk
 from umamba.errors import UserError
 from umamba.intake import segnrrd
 from umamba.intake.validate import IntakePlan, PlannedCase
+from umamba.intake.volumes import onto_grid
 from umamba.nnunet.process_safety import pid_alive
 
 FILE_ENDING = ".nii.gz"
@@ -137,6 +138,8 @@ def _label_array(case: PlannedCase) -> np.ndarray:
     if recipe.kind == "map":
         array = sitk.GetArrayViewFromImage(source)
         array = np.asarray(np.round(array) if np.issubdtype(array.dtype, np.floating) else array).astype(np.int64)
+        if recipe.reorient is not None:
+            array = onto_grid(array, *recipe.reorient)
         lut_size = int(array.max()) + 1 if array.size else 1
         lut = np.zeros(max(lut_size, max(recipe.value_map, default=0) + 1), np.int64)
         for src, dst in recipe.value_map.items():

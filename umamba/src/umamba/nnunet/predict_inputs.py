@@ -14,6 +14,7 @@ from pathlib import Path
 
 from umamba.errors import UserError
 from umamba.intake.integrity import check_image_file
+from umamba.intake.layouts import DICOM_HINT, dicom_files, is_dicom_file
 
 # Longest first, so ".nii.gz" wins over ".gz".
 IMAGE_ENDINGS = (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".mha", ".mhd", ".gipl", ".tif", ".tiff", ".png", ".bmp")
@@ -54,6 +55,9 @@ def resolve_cases(inputs: list[str], output: str, channels: list[str],
     n = len(channels)
     paths = [Path(p).expanduser() for p in inputs]
     if len(paths) == 1 and paths[0].is_dir():
+        if not any(image_ending(p) for p in paths[0].iterdir() if p.is_file()) and dicom_files(paths[0]):
+            raise UserError(f"{paths[0]} holds a DICOM series; predict reads images as NIfTI, NRRD or MHA files",
+                            DICOM_HINT)
         cases = _cases_from_folder(paths[0], channels, supported_endings)
         out = Path(output).expanduser()
         if image_ending(out):
@@ -116,6 +120,9 @@ def check_endings(cases: list[Case], supported_endings: list[str]) -> None:
 
 def _check_ending(path: Path, supported_endings: list[str], what: str = "input") -> None:
     ending = image_ending(path)
+    if what == "input" and ending is None and path.is_file() and is_dicom_file(path):
+        raise UserError(f"{path} is a DICOM file; predict reads a whole image as one NIfTI, NRRD or MHA file",
+                        DICOM_HINT)
     if ending is None or not any(str(path).lower().endswith(e.lower()) for e in supported_endings):
         raise UserError(f"{what} {path} is not a file type this model's image reader handles",
                         f"use one of: {', '.join(supported_endings)}")
