@@ -46,3 +46,16 @@ def test_training_over_the_limit_is_refused_with_the_numbers(tiny_workspace):
         assert not any(e["event"] == "stage" and e["stage"] == "train" for e in events)
     after = sorted(p.relative_to(results) for p in results.rglob("*")) if results.exists() else []
     assert after == before  # no model folder, no settings file: nothing ran
+
+
+def test_prediction_over_the_limit_is_refused_before_the_model_loads(trained_tiny_model, tmp_path, capsys):
+    from intake_cases import case_arrays, write_image
+    from umamba.cli import main
+
+    image = write_image(tmp_path / "c_0000.nii.gz", case_arrays(0)[0])
+    rc = main(["predict", "-i", str(image), "-o", str(tmp_path / "out"), "-m", str(trained_tiny_model),
+               "--device", "cpu", "--memory-limit-gb", "0.2"])
+    captured = capsys.readouterr()
+    assert rc == 2, captured.err
+    assert "prediction of U-Mamba Bot" in captured.err and "the limit is 0.2 GB" in captured.err, captured.err
+    assert "loading model" not in captured.out + captured.err and not (tmp_path / "out").exists()

@@ -203,3 +203,35 @@ class MemoryTooSmall(UserError):
     def __init__(self, message: str, hint: str, estimate: MemoryEstimate):
         super().__init__(message, hint)
         self.fields = estimate.fields()
+
+
+def check_prediction_memory(model_dir, model, cases, device: str, reporter=None, limit_gb: float | None = None):
+    """Estimate for the largest case (its voxels at the plans' spacing) on `device`, checked as for training."""
+    import json
+    from pathlib import Path
+
+    import SimpleITK as sitk
+
+    from umamba.model_store import trainer_variant
+    from umamba.nets.plan_spec import resolve_configuration, spec_from_plans
+
+    plans = json.loads((Path(model_dir) / "plans.json").read_text(encoding="utf-8"))
+    config = resolve_configuration(plans, model.configuration)
+    target = list(reversed(config.get("spacing") or [])) or None   # plans: numpy order; ITK: x, y, z
+    voxels = 0
+    for case in cases:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(case.files[0]))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            continue  # nnU-Net's natural-image readers (png, tif): no cheap header
+        size, spacing = reader.GetSize(), reader.GetSpacing()
+        scale = math.prod(s / t for s, t in zip(spacing, target)) if target and len(target) == len(size) else 1
+        voxels = max(voxels, int(math.prod(size) * max(scale, 1e-3)))
+    if not voxels:
+        return None
+    estimate = estimate_prediction(spec_from_plans(plans, model.configuration), trainer_variant(model.trainer) or "bot",
+                                   config["patch_size"], len(cases[0].files),
+                                   max(len(model.dataset_json.get("labels", {})), 2), voxels, device)
+    return check_memory(estimate, reporter, limit_gb)

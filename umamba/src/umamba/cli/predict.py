@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow checkpoints that contain arbitrary pickled objects (runs their code: only for "
                              "files from a source you trust)")
+    parser.add_argument("--memory-limit-gb", type=float, default=None, metavar="GB",
+                        help="refuse to start when the estimated memory exceeds this (default: the free memory; "
+                             "also UMAMBA_MEMORY_LIMIT_GB)")
     parser.add_argument("--store", default=None, help=f"model store folder (default {default_model_store()})")
 
 
@@ -53,6 +56,15 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         from umamba.nnunet.runner import pick_device
 
         pick_device(args.device)
+    from umamba.memory import check_prediction_memory
+
+    if args.device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        device = "cuda" if args.device == "cuda" else "cpu"
+    check_prediction_memory(model_dir, folder, cases, device, reporter, args.memory_limit_gb)
     reporter.stage("load", f"loading model {model_dir}")
     from umamba.nnunet.predictor import load_predictor, predict_cases
 
