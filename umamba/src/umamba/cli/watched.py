@@ -6,7 +6,7 @@ the training in a child process (the same command line, marked by UMAMBA_WATCHED
 parent: it passes the child's stdout on line by line and, when the child ends by a signal or without a final
 `done` / `error` event, writes that `error` event itself. The parent imports no torch and holds little memory,
 so the system does not pick it. The child dies with the parent (Linux: PR_SET_PDEATHSIG), and SIGTERM sent to
-the parent is passed on to the child.
+the parent is passed on to the child (a stop that was asked for is not reported as an error).
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ def run_watched(argv: list[str], reporter, what: str) -> int:
     child = subprocess.Popen([sys.executable, "-m", "umamba", *argv], stdout=subprocess.PIPE, env=env,
                              preexec_fn=(lambda: _ask_kernel_to_kill_me_with(parent)) if linux else None)
 
+    received = []
+
     def forward(signum, _frame):
+        received.append(signum)
         if child.poll() is None:
             child.send_signal(signum)
 
@@ -69,6 +72,8 @@ def run_watched(argv: list[str], reporter, what: str) -> int:
         name = _signal_name(-rc)
         cause = (" (the system's out-of-memory killer stops processes this way when memory runs out; so does "
                  "`kill -9`)" if -rc == signal.SIGKILL else "")
+        if -rc in received:  # stopped on request (a Cancel button, `kill`): no error of ours to add
+            return 128 - rc
         if last not in FINAL_EVENTS or -rc == signal.SIGKILL:
             reporter.error(f"the {what} process was stopped by {name}{cause}",
                            "if memory ran out: use a smaller patch (plans file), a 2d configuration or a GPU; "
