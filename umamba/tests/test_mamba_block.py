@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from umamba.mamba import Mamba
 from umamba.mamba import scan_portable
 
-# docs/umamba-architecture.md §8: key -> shape as a function of (E, N, d, R, W)
+# docs/architecture.md, "The Mamba block": key -> shape as a function of (E, N, d, R, W)
 SPEC = {
     "A_log": lambda E, N, d, R, W: (E, N),
     "D": lambda E, N, d, R, W: (E,),
