@@ -71,7 +71,7 @@ def _auto_backend(u: torch.Tensor, needs_grad: bool, n: int = 16) -> str:
     else the cuda kernel when it imports, else triton when it imports; numba for CPU inference (no gradient,
     float32/fp16/bf16) when it imports; else portable.
 
-    Triton ("lane" kernels) vs mamba-ssm (H200, float32, b = 2, BENCHMARKS.md GPU section), forward+backward:
+    Triton ("lane" kernels) vs mamba-ssm (H200, float32, b = 2, BENCHMARKS.md, "GPU selective scan"), fwd+bwd:
     faster wherever a channel's sequence times the width is large (d·l = 2^27 at Enc stage 0: 3.2x; 2^25 at
     stage 1: 1.6x; 2^23 at stage 2, d 256, l 32,768: 1.7x, the whole layer 1.16-1.28x), slower below (d 128,
     l 32,768: 0.96x; stage 3, d 512, l 4,096: 0.55x; the chunked passes' launches dominate short sequences).

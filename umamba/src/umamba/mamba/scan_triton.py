@@ -80,7 +80,7 @@ class ScanConfig:
         return ScanConfig(**kw)
 
 
-# The fastest of the configurations swept on an H200 (BENCHMARKS.md, "Triton scan launch configuration"): summed
+# The fastest of the configurations swept on an H200 (BENCHMARKS.md, "GPU Triton scan launch configuration"): summed
 # fwd+bwd time at U-Mamba Enc 3D stages 0 and 1 (b=2).
 DEFAULT_CONFIG = ScanConfig(DB=32, DB_grad=8, warps=1, warps_grad=1, per_sm=64, lanes_grad=4, stages=3,
                             stages_grad=1)
