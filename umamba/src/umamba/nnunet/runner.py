@@ -17,6 +17,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from umamba.devices import pick_device
 from umamba.errors import UserError
 from umamba.nnunet import compat
 from umamba.nnunet.datasets import find_dataset_folder
@@ -55,26 +56,6 @@ def resolve_trainer_name(name: str) -> str:
         return key
     raise UserError(f"unknown trainer {name!r}",
                     f"use one of {', '.join(TRAINER_ALIASES)} or a full name: {', '.join(TRAINER_NAMES)}")
-
-
-def pick_device(requested: str | None) -> str:
-    if requested not in (None, "cpu", "cuda", "mps"):
-        raise UserError(f"unknown device {requested!r}", "use cpu, cuda or mps")
-    import torch
-
-    if requested is None:
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but torch sees no CUDA GPU",
-                        "use --device cpu, or install a CUDA build of torch (`umamba doctor` shows what is installed)")
-    if requested == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise UserError("--device mps was requested but this machine has no usable Apple GPU", "use --device cpu")
-    return requested
 
 
 def parse_fold(fold) -> int | str:
