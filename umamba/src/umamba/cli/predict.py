@@ -52,18 +52,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     check_output_locations(cases)
     for case in cases:
         check_case_images(case)
-    if args.device in ("cuda", "mps"):  # before the model loads, not after
-        from umamba.nnunet.runner import pick_device
-
-        pick_device(args.device)
+    from umamba.devices import pick_device
     from umamba.memory import check_prediction_memory
 
-    if args.device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    else:
-        device = "cuda" if args.device == "cuda" else "cpu"
+    device = pick_device(args.device)  # `--device cuda` without CUDA fails here, before the model loads
     check_prediction_memory(model_dir, folder, cases, device, reporter, args.memory_limit_gb)
     reporter.stage("load", f"loading model {model_dir}")
     from umamba.nnunet.predictor import load_predictor, predict_cases
