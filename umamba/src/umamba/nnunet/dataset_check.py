@@ -163,7 +163,9 @@ def _check_geometry(case: Case, ending: str) -> list[str]:
             problems.append(f"{where}: image origin {tuple(np.round(origin, 3))} differs from label origin "
                             f"{tuple(np.round(lab_origin, 3))}")
         if direction.shape == lab_dir.shape and not np.allclose(direction, lab_dir, atol=1e-3):
-            problems.append(f"{where}: image and label have different orientation (direction matrices differ)")
+            problems.append(f"{where}: image and label have different orientation (direction matrices differ; "
+                            f"when the label holds the same voxels with flipped axes, `umamba import-dataset` "
+                            f"resamples it onto the image)")
     return problems
 
 
