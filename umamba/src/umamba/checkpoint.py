@@ -117,6 +117,8 @@ def strip_wrappers(key: str) -> str:
 
 
 def _shape(value: Any) -> tuple | None:
+    if isinstance(value, (tuple, list)):  # a shape given as such (torch.Size is a tuple)
+        return tuple(value)
     shape = getattr(value, "shape", None)
     return tuple(shape) if shape is not None else None
 
@@ -129,6 +131,7 @@ class WeightsComparison:
     unexpected: list[str] = field(default_factory=list)    # in the checkpoint, not in the network
     mis_shaped: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, checkpoint shape, network shape)
     skipped: list[str] = field(default_factory=list)       # keys left out on purpose (see `compare_weights`)
+    missing_shapes: dict = field(default_factory=dict)     # network shape of each missing key
 
     @property
     def fits(self) -> bool:
@@ -138,11 +141,12 @@ class WeightsComparison:
         """One sentence naming the first key that does not fit (shapes, never tensor values); '' when all fit."""
         if self.mis_shaped:
             key, given, expected = self.mis_shaped[0]
-            return f"{key} has shape {given} in the checkpoint but {expected} in the network"
+            return f"key {key} has shape {given} in the checkpoint but {expected} in the network"
         if self.missing:
-            return f"{self.missing[0]} is in the network but not in the checkpoint"
+            key, shape = self.missing[0], self.missing_shapes.get(self.missing[0])
+            return f"the network's key {key} (shape {shape}) is missing in the checkpoint"
         if self.unexpected:
-            return f"{self.unexpected[0]} is in the checkpoint but not in the network"
+            return f"key {self.unexpected[0]} is in the checkpoint but not in the network"
         return ""
 
     def summary(self, shown: int = 5) -> str:
@@ -170,6 +174,7 @@ def compare_weights(expected: Mapping[str, Any], given: Mapping[str, Any],
             result.skipped.append(key)
         elif key not in theirs:
             result.missing.append(key)
+            result.missing_shapes[key] = _shape(value)
         elif _shape(theirs[key]) != _shape(value):
             result.mis_shaped.append((key, _shape(theirs[key]), _shape(value)))
     result.unexpected = [k for k in theirs if k not in own and not (skip is not None and skip(k))]
@@ -199,3 +204,13 @@ def load_pretrained_weights(network, checkpoint: Mapping[str, Any], source: str 
     network.load_state_dict(own)
     return comparison.skipped
 
+
+def first_shape_mismatch(network_shapes: Mapping[str, Any], weights: Mapping[str, Any],
+                         skip: tuple[str, ...] = ()) -> str | None:
+    """The first key where a checkpoint's `weights` do not fit a network (`network_shapes`: key -> shape or
+    tensor), in words with both shapes (never tensor values); None when every key the network needs is there with
+    its shape (keys the checkpoint has beyond those are not counted). Keys containing a string of `skip` are not
+    compared (nnU-Net's pretrained loading skips '.seg_layers.')."""
+    comparison = compare_weights(network_shapes, weights, skip=lambda key: any(s in key for s in skip))
+    comparison.unexpected = []
+    return comparison.first_mismatch() or None

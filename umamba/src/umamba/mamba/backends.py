@@ -1,7 +1,7 @@
 """Which kernel runs each part of a Mamba layer on a device, and why: one rule for the scan, the conv and the norm.
 
     op     where                  auto takes the first that applies
-    scan   CUDA                   triton where d·l >= 2^23 or mamba-ssm's kernel does not import; mamba-ssm's
+    scan   CUDA                   triton (n <= 16) where d·l >= 2^23 or mamba-ssm's kernel does not import; mamba-ssm's
                                   kernel (`cuda`); triton; portable
            CPU, inference         numba (float32/16/bf16) when it imports; portable
            elsewhere / training   portable
@@ -34,6 +34,7 @@ TRITON_MIN_CAPABILITY = (7, 0)
 # 1.6x; 2^23 at stage 2, d 256, l 32,768: 1.7x, the whole layer 1.16-1.28x), slower below (d 128, l 32,768: 0.96x;
 # stage 3, d 512, l 4,096: 0.55x; the chunked passes' launches dominate short sequences). Hence:
 TRITON_SCAN_MIN_SIZE = 1 << 23
+TRITON_MAX_STATES = 16  # the Triton scan keeps a channel's states in registers; more would spill (scan_triton.py)
 SCAN_ENV, CONV_ENV = "UMAMBA_SCAN_BACKEND", "UMAMBA_CONV_BACKEND"
 OPS = ("scan", "conv", "norm")
 
@@ -106,28 +107,31 @@ def _forced(env: str) -> str | None:
 
 
 def resolve_backend(op: str, device: torch.device | str, training: bool = False, dtype: torch.dtype = torch.float32,
-                    size: int | None = None, channels: int | None = None) -> Choice:
+                    size: int | None = None, channels: int | None = None, states: int = 16) -> Choice:
     """The backend `auto` (or the UMAMBA_*_BACKEND variable) gives `op` on `device`, with the reason.
 
-    scan: `training` (a gradient is needed), `dtype` and `size` = d·l (None: the rule for long sequences);
+    scan: `training` (a gradient is needed), `dtype`, `size` = d·l (None: the rule for long sequences) and
+    `states` (n, U-Mamba's 16; the Triton scan takes up to TRITON_MAX_STATES);
     norm: `channels` (None: assume it fits). The choice of a variable is returned as is; scan.py / conv.py check
     that it can run when it is used."""
     if op not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
     if op == "scan":
-        return _scan(device, training, dtype, size)
+        return _scan(device, training, dtype, size, states)
     if op == "conv":
         return _conv(device)
     return _norm(device, channels)
 
 
-def _scan(device, training: bool, dtype: torch.dtype, size: int | None) -> Choice:
+def _scan(device, training: bool, dtype: torch.dtype, size: int | None, states: int) -> Choice:
     forced = _forced(SCAN_ENV)
     if forced:
         return Choice(forced, f"{SCAN_ENV}={forced}")
     why = []
     if device_capability(device) is not None:
         triton_ok, triton_why = triton_usable(device, "triton-scan")
+        if triton_ok and states > TRITON_MAX_STATES:
+            triton_ok, triton_why = False, f"the Triton scan takes up to {TRITON_MAX_STATES} states, not {states}"
         cuda = probe("mamba-ssm")
         if triton_ok and not cuda.ok:
             return Choice("triton", f"{triton_why}; mamba-ssm's kernel: {cuda.error}")

@@ -24,6 +24,7 @@ from umamba.mamba import backends
 ENV_VAR = backends.CONV_ENV
 BACKENDS = ("auto", "causal-conv1d", "triton", "torch")
 
+
 def causal_conv1d_kernel():
     """causal_conv1d.causal_conv1d_fn when the package and its CUDA extension import, else None (probed once)."""
     return importlib.import_module("causal_conv1d").causal_conv1d_fn if backends.probe("causal-conv1d").ok else None

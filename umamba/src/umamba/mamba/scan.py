@@ -27,6 +27,7 @@ from umamba.mamba import backends
 
 BACKENDS = ("portable", "cuda", "numba", "triton")
 ENV_VAR = backends.SCAN_ENV
+TRITON_MAX_STATES = backends.TRITON_MAX_STATES
 
 
 # ----------------------------------------------------------------------------------------------- availability
@@ -56,9 +57,9 @@ def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def scan_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
+def scan_backend(backend: str, u: torch.Tensor, needs_grad: bool, n: int = 16) -> str:
     """Explicit `backend` > UMAMBA_SCAN_BACKEND > the auto rule (umamba.mamba.backends.resolve_backend, which
-    also says why); checks that a forced choice can run here."""
+    also says why) for a scan of `n` states; checks that a forced choice can run here."""
     choice = (backend or "auto").strip().lower()
     if choice == "auto":
         choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
@@ -67,7 +68,8 @@ def scan_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
         source = "backend argument"
     if choice == "auto":
         b, d, l = u.shape
-        return backends.resolve_backend("scan", u.device, training=needs_grad, dtype=u.dtype, size=d * l).backend
+        return backends.resolve_backend("scan", u.device, training=needs_grad, dtype=u.dtype, size=d * l,
+                                        states=n).backend
     if choice not in BACKENDS:
         raise UserError(f"unknown selective-scan backend {choice!r} (from the {source})",
                         f"use one of: auto, {', '.join(BACKENDS)}")
@@ -99,6 +101,9 @@ def scan_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
             raise UserError("the 'triton' selective-scan backend was requested but umamba.mamba.scan_triton "
                             f"does not import: {backends.probe('triton-scan').error}",
                             "pip install triton, or use backend='auto'")
+        if n > TRITON_MAX_STATES:
+            raise UserError(f"the 'triton' selective-scan backend takes up to {TRITON_MAX_STATES} states, got {n}",
+                            "use backend='auto' (mamba-ssm's kernel or the portable scan)")
         usable, why = backends.triton_usable(u.device, "triton-scan")
         if not usable and not _triton_module().interpreting():
             raise UserError(f"the 'triton' selective-scan backend cannot run on {u.device}: {why}",
@@ -148,7 +153,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """mamba-ssm `selective_scan_fn` semantics (see the module docstring); returns y (b, d, l) in u's dtype."""
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     needs_grad = _needs_grad(u, delta, A, B, C, D, z, delta_bias)
-    name = scan_backend(backend, u, needs_grad)
+    name = scan_backend(backend, u, needs_grad, A.shape[1])
     if name == "cuda":
         from umamba.mamba.scan_cuda import selective_scan_cuda
         return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

@@ -12,6 +12,7 @@ import importlib
 
 import torch
 
+
 def extension():
     """The selective_scan_cuda module, or None when it is not installed or fails to import (probed once, the error
     kept: umamba.mamba.backends)."""
