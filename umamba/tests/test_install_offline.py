@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -106,8 +107,10 @@ def wheelhouse(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("wheels")
     torch = torch_wheel(folder)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the package index for the build backend
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder),
-                           str(REPO / "umamba")], capture_output=True, text=True, env=env, timeout=600)
+    source = tmp_path_factory.mktemp("source") / "umamba"  # a build writes build/ and *.egg-info into its source
+    shutil.copytree(REPO / "umamba", source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder), str(source)],
+                          capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     umamba_wheel = next(folder.glob("umamba-*.whl"))
     needed = [n for n in runtime_requirements(torch) + runtime_requirements(umamba_wheel) if n != "nnunetv2"]
