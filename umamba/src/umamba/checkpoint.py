@@ -149,6 +149,11 @@ class WeightsComparison:
             return f"key {self.unexpected[0]} is in the checkpoint but not in the network"
         return ""
 
+    def counts(self) -> str:
+        """How many keys do not fit, by kind ("61 with another shape, 2 missing")."""
+        kinds = (("with another shape", self.mis_shaped), ("missing", self.missing), ("unexpected", self.unexpected))
+        return ", ".join(f"{len(keys)} {label}" for label, keys in kinds if keys)
+
     def summary(self, shown: int = 5) -> str:
         parts = []
         mis = [f"{k} {g} vs {e}" for k, g, e in self.mis_shaped]  # checkpoint vs network
@@ -196,7 +201,7 @@ def load_pretrained_weights(network, checkpoint: Mapping[str, Any], source: str 
     if comparison.missing or comparison.mis_shaped:
         raise UserError(
             f"the pretrained checkpoint {source} does not fit this network: {comparison.first_mismatch()} "
-            f"({comparison.summary()})",
+            f"({comparison.counts()} in all)",
             "pretrain with the same plans (nnUNetv2_move_plans_between_datasets / the same configuration and "
             "trainer variant); only the segmentation heads may differ")
     given = {strip_wrappers(k): v for k, v in weights.items()}

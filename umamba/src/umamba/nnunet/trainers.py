@@ -221,7 +221,7 @@ class UMambaTrainerBase(nnUNetTrainer):
         comparison = compare_weights(innermost_module(self.network).state_dict(), checkpoint["network_weights"])
         if not comparison.fits:
             raise UserError(f"cannot resume from {source}: its network does not fit this one: "
-                            f"{comparison.first_mismatch()} ({comparison.summary()})",
+                            f"{comparison.first_mismatch()} ({comparison.counts()} in all)",
                             "the checkpoint comes from another trainer, configuration or plans; start a new training "
                             "(without --continue) or use --pretrained")
         # nnU-Net's load_checkpoint(dict) fails in 2.8.1 (its `checkpoint` is only bound for a file name), and
