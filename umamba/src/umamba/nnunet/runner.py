@@ -19,7 +19,7 @@ from pathlib import Path
 from umamba.errors import UserError
 from umamba.nnunet import compat
 from umamba.nnunet.datasets import find_dataset_folder
-from umamba.nnunet.process_safety import die_with_parent
+from umamba.nnunet.process_safety import die_with, die_with_parent
 from umamba.nnunet.trainer_names import TRAINER_ALIASES, TRAINER_NAMES, model_folder_name
 from umamba.progress import Reporter
 
@@ -222,7 +222,8 @@ def _train_one_process(req: TrainRequest, preprocessed_root: Path, device: str, 
                                         "iterations_per_epoch": trainer.num_iterations_per_epoch,
                                         "val_iterations": trainer.num_val_iterations_per_epoch})
     if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        # a CPU DDP run's processes share the cores: more threads than cores only makes them wait for each other
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // req.num_gpus))
     with contextlib.redirect_stdout(sys.stderr):
         maybe_load_checkpoint(trainer, cont, False, req.pretrained)
         if torch.cuda.is_available() and device == "cuda":
@@ -253,12 +254,14 @@ class _QueueReporter(Reporter):
 
 
 def _ddp_worker(rank: int, req_dict: dict, preprocessed_root: str, world_size: int, queue,
-                device: str = "cuda") -> None:
+                device: str = "cuda", parent_pid: int | None = None) -> None:
     import torch
     import torch.distributed as dist
 
     from nnunetv2.run.run_training import cleanup_ddp, setup_ddp
 
+    if parent_pid is not None:
+        die_with(parent_pid)  # a killed `umamba train` must not leave its ranks training (and holding the GPUs)
     die_with_parent()  # this worker's own augmentation workers must not outlive it
     if device == "cuda":
         setup_ddp(rank, world_size)  # nnU-Net's: NCCL
@@ -299,7 +302,7 @@ def _train_ddp(req: TrainRequest, preprocessed_root: Path, reporter: Reporter, d
     forwarder = threading.Thread(target=forward_events, daemon=True)
     forwarder.start()
     try:
-        mp.spawn(_ddp_worker, args=(asdict(req), str(preprocessed_root), req.num_gpus, queue, device),
+        mp.spawn(_ddp_worker, args=(asdict(req), str(preprocessed_root), req.num_gpus, queue, device, os.getpid()),
                  nprocs=req.num_gpus, join=True)
     finally:
         queue.put(None)
