@@ -15,25 +15,12 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_DATASET, umamba_env
+from test_train_resume import _alive, _children
 from umamba.checkpoint import load_checkpoint
 from umamba.progress import Reporter, parse_event
 
 DRIVER = Path(__file__).with_name("_ddp_cpu_trainer.py")
 MODEL = "CpuDdpBot__nnUNetPlans__3d_fullres"
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.slow
