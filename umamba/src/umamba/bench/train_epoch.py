@@ -69,9 +69,11 @@ def run(args, reporter=None) -> int:
         raise UserError(f"unknown arm(s): {', '.join(unknown)}", f"use some of {', '.join(ARM_NAMES)}")
     dataset = prepare_dataset(args, workspace, reporter)
 
-    from umamba.bench import roofline
+    import torch
 
-    roofline.emit({"kind": "device", "device": roofline.device_name(), **roofline.versions()})
+    from umamba.bench import harness
+
+    harness.emit(harness.machine(args.device or ("cuda" if torch.cuda.is_available() else "cpu")))
     rows = []
     with tempfile.TemporaryDirectory(prefix="umamba-bench-train-") as tmp:
         for arm in arms:
@@ -86,12 +88,13 @@ def run(args, reporter=None) -> int:
             rows.append(row)
     add_ratios(rows)
     for row in rows:
-        roofline.emit(row)
-    device = next((r["device"] for r in rows if "device" in r), roofline.device_name())
-    print(f"\n# umamba train, {args.variant} {args.configuration} on {dataset}, {args.iterations} iterations after "
-          f"{args.warmup}, seed {args.seed}, {args.num_gpus} process(es), device: {device}")
-    roofline.table(rows, ["arm", "trainer", "block", "global_batch", "iterations_per_s", "ms_per_iteration",
-                          "vs_original", "vs_plain", "peak_gib", "loss_first", "loss_last", "skipped", "error"])
+        harness.emit(row)
+    device = next((r["device_name"] for r in rows if r.get("device_name")), harness.device_name())
+    harness.table(rows, ["arm", "trainer", "block", "global_batch", "iterations_per_s", "ms_per_iteration",
+                         "vs_original", "vs_plain", "peak_gib", "loss_first", "loss_last", "skipped"],
+                  title=f"umamba train, {args.variant} {args.configuration} on {dataset}, {args.iterations} "
+                        f"iterations after {args.warmup}, seed {args.seed}, {args.num_gpus} process(es), "
+                        f"device: {device}")
     return 1 if any("error" in r for r in rows) else 0
 
 
@@ -140,9 +143,9 @@ def arm_unavailable(arm: str, args) -> str | None:
         return None
     import torch
 
-    from umamba.bench import roofline
+    from umamba.bench import arms
 
-    if roofline.original_mamba_class() is None:
+    if arms.original_mamba_class() is None:
         return ("mamba_ssm does not import here; install it (umamba build-kernels, or pip install mamba-ssm "
                 "causal-conv1d) to compare against the original U-Mamba's Mamba layer")
     if args.device == "cpu" or not torch.cuda.is_available():
@@ -181,6 +184,7 @@ def summarize(record: dict, warmup: int, num_gpus: int) -> dict:
     elapsed = times[-1] - times[warmup - 1]
     tail = max(1, min(5, measured // 3))
     return {"trainer": record["trainer"], "block": record["mamba_block"] or "-", "device": record["device"],
+            "device_name": record.get("device_name"),
             "patch_size": record["patch_size"], "global_batch": record["batch_size_per_process"] * num_gpus,
             "iterations": measured, "iterations_per_s": measured / elapsed, "ms_per_iteration": elapsed / measured * 1e3,
             "peak_gib": record["peak_gib"], "peak_kind": record["peak_kind"],

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from umamba.bench import roofline
+from umamba.bench import arms, harness
 from umamba.nnunet.trainers import _NetworkBuilder, nnUNetTrainerUMambaBot, nnUNetTrainerUMambaEnc
 
 RESULT_ENV = "UMAMBA_BENCH_RESULT"
@@ -75,7 +75,7 @@ class _Measured:
             return
         network = self.network.module if self.is_ddp else self.network
         trainer = next(c.__name__ for c in type(self).__mro__ if c.__name__.startswith("nnUNetTrainer"))
-        record = {"trainer": trainer, "device": roofline.device_name(self.device),
+        record = {"trainer": trainer, "device": str(self.device), "device_name": harness.device_name(),
                   "batch_size_per_process": int(getattr(self, "batch_size", 0) or 0),
                   "patch_size": [int(p) for p in self.configuration_manager.patch_size],
                   "mamba_block": _mamba_block_name(network), "iteration_end_s": self.bench_times,
@@ -101,7 +101,7 @@ class _OriginalMambaBuilder(_NetworkBuilder):
         @functools.wraps(build)  # nnU-Net reads the signature to pick its calling convention
         def build_network_architecture(*args, **kwargs):
             net = build(*args, **kwargs)
-            if roofline.use_arm_blocks(net, "mamba-ssm") != "mamba_ssm.Mamba":
+            if arms.use_arm_blocks(net, "mamba-ssm") != "mamba_ssm.Mamba":
                 raise RuntimeError("mamba_ssm's Mamba module does not import here")
             return net
 
