@@ -4,9 +4,11 @@
 #   umamba/benchmarks/gpu_check.sh [STAGE ...]        (from the repository root; default: tests step epoch)
 #
 # Stages (each also runs alone, so that each fits a time-limited machine; all of them write to $OUT):
-#   tests      every scan backend (mamba-ssm's cuda, umamba's triton, portable) and the Triton conv1d/LayerNorm
+#   tests      every scan backend (mamba-ssm's cuda, umamba's triton, portable) and the Triton conv1d/LayerNorm/
+#              InstanceNorm+LeakyReLU
 #              against float64 references on the GPU; the Bot/Enc networks against their stored expected outputs
-#   step       umamba bench train-step: one training step, Bot and Enc 3D, patch 128³, each kernel arm
+#   step       umamba bench train-step: one training step, Bot and Enc 3D, patch 128³, each kernel arm; then the
+#              triton arm again with the opt-in fused InstanceNorm+LeakyReLU (UMAMBA_NORM_BACKEND=triton)
 #   epoch      umamba bench train-epoch: `umamba train` itself on a synthetic 128³ set and on the spinal-cord set
 #              (SPINAL_CORD=DIR, a raw nnU-Net dataset folder; skipped when unset), Enc and Bot:
 #              umamba vs the original U-Mamba layer (mamba-ssm) vs plain nnU-Net
@@ -47,10 +49,13 @@ for stage in "${stages[@]}"; do
         step tests "$PYTHON" -m pytest -p no:cacheprovider -o addopts= -ra -q \
             umamba/tests/test_scan_gpu_reference.py umamba/tests/test_nets_expected_outputs.py \
             umamba/tests/test_scan_triton.py umamba/tests/test_conv_triton.py \
-            umamba/tests/test_channel_norm_triton.py umamba/tests/test_scan_backends.py
+            umamba/tests/test_channel_norm_triton.py umamba/tests/test_instance_norm_act_triton.py \
+            umamba/tests/test_scan_backends.py
         ;;
     step)
         step train_step "$PYTHON" -m umamba bench train-step
+        # the opt-in Triton InstanceNorm+LeakyReLU of the conv blocks, next to the default (torch's modules)
+        step train_step_fused_norm env UMAMBA_NORM_BACKEND=triton "$PYTHON" -m umamba bench train-step --backends triton
         ;;
     epoch)
         for variant in enc bot; do
