@@ -5,8 +5,8 @@ nnUNetTrainer moves every DDP run to CUDA itself: its __init__ sets the device t
 exists, and its initialize() wraps the network as DDP(network, device_ids=[RANK]), which torch accepts only for
 CUDA modules. `CpuDdpBot` (test-only) keeps the CPU and wraps the network without device_ids; everything else is
 nnU-Net's DDP code (batch split, DDP-aware Dice, all_gather of losses, barriers, rank-0 checkpoints) and ours.
-It poisons the batch of one rank at one iteration (UMAMBA_TEST_POISON="RANK:EPOCH:ITERATION"), and writes each rank's final weights' checksum
-to RANK.json in UMAMBA_TEST_REPORT_DIR.
+It poisons the batch of one rank at one iteration (UMAMBA_TEST_POISON="RANK:EPOCH:ITERATION") and writes each
+rank's final weights' checksum to RANK.json in UMAMBA_TEST_REPORT_DIR.
 
 usage: python _ddp_cpu_trainer.py WORKSPACE DATASET EPOCHS ITERATIONS [--continue]   (events as JSON lines on stdout)
 """

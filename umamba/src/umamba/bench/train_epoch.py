@@ -186,7 +186,8 @@ def summarize(record: dict, warmup: int, num_gpus: int) -> dict:
     return {"trainer": record["trainer"], "block": record["mamba_block"] or "-", "device": record["device"],
             "device_name": record.get("device_name"),
             "patch_size": record["patch_size"], "global_batch": record["batch_size_per_process"] * num_gpus,
-            "iterations": measured, "iterations_per_s": measured / elapsed, "ms_per_iteration": elapsed / measured * 1e3,
+            "iterations": measured, "iterations_per_s": measured / elapsed,
+            "ms_per_iteration": elapsed / measured * 1e3,
             "peak_gib": record["peak_gib"], "peak_kind": record["peak_kind"],
             "loss_first": sum(losses[:tail]) / tail, "loss_last": sum(losses[-tail:]) / tail, "loss": losses}
 
