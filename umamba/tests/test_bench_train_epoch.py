@@ -64,3 +64,16 @@ def test_bench_train_epoch_rejects_unknown_arms(tmp_path):
     error = json.loads(proc.stdout.splitlines()[-1])
     assert error["event"] == "error" and "fast" in error["message"]
     assert not (tmp_path / "nnUNet_raw" / "Dataset980_BenchPhantom128").exists()  # nothing written first
+
+
+def test_bench_train_epoch_refuses_num_gpus_without_them(tmp_path):
+    import torch
+
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has 2 GPUs: the argument would be valid")
+    proc = run_umamba(["bench", "--progress-json", "train-epoch", "synthetic", "--num-gpus", "2", "--workspace",
+                       str(tmp_path)], tmp_path)
+    assert proc.returncode == 2
+    error = json.loads(proc.stdout.splitlines()[-1])
+    assert "--num-gpus 2 needs 2 CUDA GPUs" in error["message"] and error["hint"]
+    assert not list((tmp_path / "nnUNet_raw").glob("*"))  # nothing written or planned first

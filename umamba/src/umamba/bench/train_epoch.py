@@ -67,6 +67,10 @@ def run(args, reporter=None) -> int:
     unknown = sorted(set(arms) - set(ARM_NAMES))
     if unknown:
         raise UserError(f"unknown arm(s): {', '.join(unknown)}", f"use some of {', '.join(ARM_NAMES)}")
+    from umamba.nnunet.runner import TrainRequest, check_request
+
+    # --device/--num-gpus problems before anything is written or planned
+    check_request(TrainRequest(args.dataset, args.configuration, "all", device=args.device, num_gpus=args.num_gpus))
     dataset = prepare_dataset(args, workspace, reporter)
 
     import torch
