@@ -12,7 +12,8 @@
 #   epoch      umamba bench train-epoch: `umamba train` itself on a synthetic 128³ set and on the spinal-cord set
 #              (SPINAL_CORD=DIR, a raw nnU-Net dataset folder; skipped when unset), Enc and Bot:
 #              umamba vs the original U-Mamba layer (mamba-ssm) vs plain nnU-Net
-#   ddp        (2+ GPUs) umamba bench train-epoch --num-gpus 1 vs 2 on the synthetic set, global batch 2 and 4
+#   ddp        (2+ GPUs) `umamba train --num-gpus 2` killed after epoch 1 and continued (test_train_ddp.py), then
+#              umamba bench train-epoch --num-gpus 1 vs 2 on the synthetic set, global batch 2 and 4
 #
 # Environment: PYTHON (default python), OUT (default gpu_check_output), ITERATIONS (default 30), SPINAL_CORD.
 # Exit status: non-zero when a test or benchmark failed. Nothing here is downloaded.
@@ -72,6 +73,7 @@ for stage in "${stages[@]}"; do
             echo "== ddp: skipped, $gpus GPU(s) here" | tee -a "$OUT/summary.txt"
             continue
         fi
+        step ddp_tests "$PYTHON" -m pytest -p no:cacheprovider -o addopts= -ra -q umamba/tests/test_train_ddp.py
         for batch in 2 4; do
             for n in 1 2; do
                 step "ddp_enc_batch${batch}_gpus$n" "$PYTHON" -m umamba bench train-epoch synthetic --variant enc \

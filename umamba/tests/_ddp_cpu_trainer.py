@@ -1,4 +1,4 @@
-"""Run by test_train_ddp_cpu.py in a fresh process: `umamba train --num-gpus 2`'s DDP path (runner._train_ddp:
+"""Run by test_train_ddp.py in a fresh process: `umamba train --num-gpus 2`'s DDP path (runner._train_ddp:
 two spawned processes, rank 0's events forwarded to this process) on CPU with the gloo backend.
 
 nnUNetTrainer moves every DDP run to CUDA itself: its __init__ sets the device to cuda:RANK when a process group
