@@ -97,3 +97,15 @@ def test_probes_run_once_and_keep_the_error(monkeypatch):
     assert backends.probe("test-missing") is first and not first.ok
     assert "no_such_submodule" in first.error and imports == ["json.no_such_submodule"]
     backends.probe.cache_clear()
+
+
+def test_opt_in_instance_norm_follows_the_same_rule(monkeypatch):
+    from umamba.nets import blocks
+
+    monkeypatch.setenv(blocks.NORM_BACKEND_ENV, "triton")
+    x = torch.zeros(1, 2, 4, 4, 4)
+    simulate_gpu(monkeypatch, (6, 1))
+    assert blocks._fused_norm_act(x) is None
+    pytest.importorskip("triton")
+    simulate_gpu(monkeypatch, (8, 0))
+    assert blocks._fused_norm_act(x) is not None

@@ -4,6 +4,7 @@
     layer       one Mamba layer forward+backward (umamba.bench.layer)
     train-step  one nnU-Net training step of the U-Mamba networks (umamba.bench.train_step)
     predict     sliding-window inference (umamba.bench.predict)
+    train-epoch `umamba train` for N iterations, data loading included (umamba.bench.train_epoch)
 
 Each module defines add_arguments(parser) and run(args, reporter) and shares umamba.bench.harness (timing, the
 side-by-side loop, output). A new benchmark is one module and one line in BENCHMARKS. Only the chosen module is
@@ -23,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "layer": ("layer", "one Mamba layer forward+backward per scan backend"),
     "train-step": ("train_step", "one training step of the U-Mamba networks"),
     "predict": ("predict", "sliding-window inference of the U-Mamba networks"),
+    "train-epoch": ("train_epoch", "umamba train itself against the original U-Mamba layer and plain nnU-Net"),
 }
 
 

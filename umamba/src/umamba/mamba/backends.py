@@ -41,6 +41,7 @@ OPS = ("scan", "conv", "norm")
 # optional kernel -> the module whose import decides it
 _MODULES = {"triton-scan": "umamba.mamba.scan_triton", "triton-conv": "umamba.mamba.conv_triton",
             "triton-norm": "umamba.nets.channel_norm_triton", "mamba-ssm": "selective_scan_cuda",
+            "triton-instnorm": "umamba.nets.instance_norm_act_triton",
             "causal-conv1d": "causal_conv1d", "numba": "numba"}
 
 
