@@ -149,7 +149,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def healthz():
         return {"service": "umamba", "version": __version__, "api": API_VERSION, "gpus": config.gpus,
                 "slots": len(scheduler.slots), "queued": store.count(QUEUED), "running": store.count(RUNNING),
-                "max_queue": config.max_queue}
+                "max_queue": config.max_queue, "max_upload_mb": config.max_upload_bytes >> 20}
 
     api = APIRouter()
 
