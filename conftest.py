@@ -19,7 +19,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-# -- a tiny trained U-Mamba model (helper H3a) ------------------------------------------------------------------------
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (`pytestmark = pytest.mark.usefixtures("one_thread")`): on tiny tensors
+    thread start-up costs more than it saves, and much more on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- a tiny trained U-Mamba model -------------------------------------------------------------------------------------
 # One synthetic phantom dataset per test session, planned and trained through the real `umamba` command line.
 TINY_DATASET = "Dataset990_TinyPhantom"
 

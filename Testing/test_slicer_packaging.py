@@ -37,8 +37,8 @@ SLICER_PROVIDED = {"slicer", "qt", "ctk", "vtk", "numpy", "UMambaSegmentationLib
 
 
 def module_files():
-    """Files of the module folder that are part of the project: committed ones (work in progress of other
-    helpers joins the check once committed), or every file when this is not a git checkout."""
+    """Files of the module folder that are part of the project: committed ones (work in progress joins the
+    check once committed), or every file when this is not a git checkout."""
     result = subprocess.run(["git", "ls-files", "--cached", "."], cwd=MODULE_DIR, capture_output=True, text=True)
     if result.returncode == 0 and result.stdout.strip():
         return {line for line in result.stdout.splitlines() if (MODULE_DIR / line).is_file()}

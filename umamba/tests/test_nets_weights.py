@@ -9,12 +9,7 @@ from umamba.errors import UserError
 from umamba.nets import build_network, load_network_weights
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PLANS = {"configurations": {"3d_fullres": {

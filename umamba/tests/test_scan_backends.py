@@ -39,6 +39,24 @@ def test_auto_rule(monkeypatch):
     assert scan.resolve_backend("auto", u, needs_grad=True) == "portable"
 
 
+def test_more_than_16_states_never_go_to_triton(monkeypatch):
+    """The Triton kernels hold a channel's states in registers (up to 16, U-Mamba's d_state): `auto` sends larger
+    states to mamba-ssm's kernel or the portable scan, and forcing triton says why it cannot."""
+    monkeypatch.delenv(scan.ENV_VAR, raising=False)
+    monkeypatch.setattr(scan, "_triton_available", lambda: True)
+    monkeypatch.setattr(scan, "_cuda_available", lambda: False)
+    on_gpu = type("CudaTensor", (), {"is_cuda": True, "shape": (2, 128, 1 << 18), "device": torch.device("cuda"),
+                                     "dtype": torch.float32})()       # only what the rule reads of the tensor
+    assert scan.resolve_backend("auto", on_gpu, needs_grad=True, n=16) == "triton"
+    assert scan.resolve_backend("auto", on_gpu, needs_grad=True, n=17) == "portable"
+    monkeypatch.setattr(scan, "_cuda_available", lambda: True)
+    assert scan.resolve_backend("auto", on_gpu, needs_grad=True, n=64) == "cuda"
+    if available_backends()["triton"]:
+        x = inputs(n=17)
+        with pytest.raises(ValueError, match="'triton' selective-scan backend takes up to 16 states, got 17"):
+            selective_scan(**x, backend="triton")
+
+
 def test_env_var_overrides_auto_and_argument_overrides_env(monkeypatch):
     u = torch.zeros(1, 2, 3)
     monkeypatch.setenv(scan.ENV_VAR, "portable")
@@ -183,15 +201,15 @@ def test_bench_scan_command_reports_every_backend():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert records[0]["bench"] == "machine" and records[0]["torch"] == torch.__version__
-    scans = [r for r in records if r["bench"] == "scan"]
+    assert records[0]["kind"] == "machine" and records[0]["torch"] == torch.__version__
+    scans = [r for r in records if r["kind"] == "scan"]
     want = {b for b in ("numba", "portable") if available_backends()[b]}
     assert {(r["shape"], r["backend"]) for r in scans} == {("enc3d-s5-channel", b) for b in want}
     for r in scans:
         assert r["forward_s"] > 0 and r["forward_updates_per_s"] == pytest.approx(
             r["b"] * r["d"] * r["n"] * r["l"] / r["forward_s"])
         assert (r["backend"] == "numba") == ("forward_backward_s" not in r)
-    assert "updates/s" in proc.stdout                                      # the table
+    assert any(line.split()[:3] == ["kind", "shape", "backend"] for line in proc.stdout.splitlines())  # table
     bad = subprocess.run([sys.executable, "-m", "umamba", "bench", "scan", "--shapes", "enc9"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown shape" in bad.stdout + bad.stderr

@@ -92,3 +92,25 @@ def _unsafe_globals(path: Path) -> list[str]:
         return []
     allowed = {name for _obj, name in safe_globals()}
     return [n for n in names if n not in allowed]
+
+
+def first_shape_mismatch(network_shapes: dict, weights: dict, skip: tuple[str, ...] = ()) -> str | None:
+    """The first key where a checkpoint's `weights` do not fit a network (`network_shapes`: key -> shape), in words
+    with both shapes (never tensor values); None when every key the network needs is there with its shape.
+
+    Keys containing a string of `skip` are not compared (nnU-Net's pretrained loading skips '.seg_layers.').
+    Prefixes that DDP ('module.') and torch.compile ('_orig_mod.') add to checkpoint keys are ignored."""
+    def plain(key: str) -> str:
+        for prefix in ("module.", "_orig_mod."):
+            key = key[len(prefix):] if key.startswith(prefix) else key
+        return key
+
+    found = {plain(k): tuple(getattr(v, "shape", ())) for k, v in weights.items()}
+    for key, shape in network_shapes.items():
+        if any(s in key for s in skip):
+            continue
+        if key not in found:
+            return f"the network's key {key} (shape {tuple(shape)}) is missing in the checkpoint"
+        if found[key] != tuple(shape):
+            return f"key {key} has shape {found[key]} in the checkpoint but {tuple(shape)} in the network"
+    return None

@@ -162,7 +162,15 @@ def _identity_from_checkpoint(checkpoint: Path) -> tuple[str, str]:
     """Trainer and configuration for a folder not named Trainer__Plans__Configuration (needs torch)."""
     from umamba.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(checkpoint)
+    try:
+        ckpt = load_checkpoint(checkpoint)
+    except UserError as exc:
+        # The safe loader's hint names predict's --trust-checkpoint; importing reads the checkpoint only for the
+        # two names below, which a correctly named folder gives without reading it.
+        raise UserError(exc.message, "name the model folder Trainer__Plans__Configuration (as nnU-Net does; e.g. "
+                                     "nnUNetTrainerUMambaBot__nnUNetPlans__3d_fullres), so import-model need not "
+                                     "read the checkpoint; `umamba predict --trust-checkpoint` then decides whether "
+                                     "to load it") from None
     try:
         return str(ckpt["trainer_name"]), str(ckpt["init_args"]["configuration"])
     except (KeyError, TypeError):

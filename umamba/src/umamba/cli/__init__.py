@@ -66,11 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    args.argv = argv  # a command may run itself again as a watched child process (umamba.cli.watched)
     reporter = Reporter(json_mode=getattr(args, "progress_json", False))
     try:
         return int(module.run(args, reporter) or 0)
     except UserError as exc:
-        reporter.error(exc.message, exc.hint)
+        reporter.error(exc.message, exc.hint, **getattr(exc, "fields", {}))
         return 2
     except KeyboardInterrupt:
         reporter.error("interrupted", None)

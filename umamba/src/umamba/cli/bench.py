@@ -6,8 +6,10 @@
     predict     sliding-window inference (umamba.bench.predict)
     remote      local vs `umamba serve` prediction over loopback (umamba.bench.remote)
 
-Each module defines add_arguments(parser) and run(args, reporter). Only the chosen module is imported, so a
-benchmark that is missing from this version (or whose module fails to import) says so and the others still run.
+Each module defines add_arguments(parser) and run(args, reporter) and shares umamba.bench.harness (timing, the
+side-by-side loop, output). A new benchmark is one module and one line in BENCHMARKS. Only the chosen module is
+imported, so a benchmark that is missing from this version (or whose module fails to import) says so and the
+others still run. Developer tools (kernel sweeps, profiles) are not shipped: umamba/benchmarks/ in the repository.
 """
 
 from __future__ import annotations

@@ -13,33 +13,21 @@ On the CPU: W shifted multiply-adds (faster than oneDNN's depthwise conv on long
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import os
 
 import torch
 import torch.nn.functional as F
 
 from umamba.errors import UserError
+from umamba.mamba.optional import optional_module
 
 ENV_VAR = "UMAMBA_CONV_BACKEND"
 BACKENDS = ("auto", "causal-conv1d", "triton", "torch")
 
-_causal_conv1d_fn = None
-_probed = False
-
-
 def causal_conv1d_kernel():
     """causal_conv1d.causal_conv1d_fn when the package and its CUDA extension import, else None."""
-    global _causal_conv1d_fn, _probed
-    if not _probed:
-        _probed = True
-        if importlib.util.find_spec("causal_conv1d") is not None:
-            try:
-                _causal_conv1d_fn = importlib.import_module("causal_conv1d").causal_conv1d_fn
-            except Exception:  # a wheel built for another torch/CUDA fails here: fall back, never crash
-                _causal_conv1d_fn = None
-    return _causal_conv1d_fn
+    module = optional_module("causal_conv1d")
+    return getattr(module, "causal_conv1d_fn", None)
 
 
 @functools.cache

@@ -27,6 +27,7 @@ from umamba.errors import UserError
 
 BACKENDS = ("portable", "cuda", "numba", "triton")
 ENV_VAR = "UMAMBA_SCAN_BACKEND"
+TRITON_MAX_STATES = 16  # the triton kernels keep a channel's states in registers; more would spill (scan_triton.py)
 
 
 # ----------------------------------------------------------------------------------------------- availability
@@ -65,19 +66,19 @@ def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _auto_backend(u: torch.Tensor, needs_grad: bool) -> str:
+def _auto_backend(u: torch.Tensor, needs_grad: bool, n: int = 16) -> str:
     """The `auto` rule: on CUDA tensors, triton where it was measured faster than mamba-ssm's kernel (below),
     else the cuda kernel when it imports, else triton when it imports; numba for CPU inference (no gradient,
     float32/fp16/bf16) when it imports; else portable.
 
-    Triton ("lane" kernels) vs mamba-ssm (H200, float32, b = 2, BENCHMARKS.md GPU section), forward+backward:
+    Triton ("lane" kernels) vs mamba-ssm (H200, float32, b = 2, BENCHMARKS.md, "GPU selective scan"), fwd+bwd:
     faster wherever a channel's sequence times the width is large (d·l = 2^27 at Enc stage 0: 3.2x; 2^25 at
     stage 1: 1.6x; 2^23 at stage 2, d 256, l 32,768: 1.7x, the whole layer 1.16-1.28x), slower below (d 128,
     l 32,768: 0.96x; stage 3, d 512, l 4,096: 0.55x; the chunked passes' launches dominate short sequences).
-    Hence: triton if d·l >= 2^23."""
+    Hence: triton if d·l >= 2^23, for up to TRITON_MAX_STATES states (n)."""
     if u.is_cuda:
         b, d, l = u.shape
-        cuda_ok, triton_ok = _cuda_available(), _triton_available()
+        cuda_ok, triton_ok = _cuda_available(), n <= TRITON_MAX_STATES and _triton_available()
         if triton_ok and (not cuda_ok or d * l >= 1 << 23):
             return "triton"
         if cuda_ok:
@@ -87,7 +88,7 @@ def _auto_backend(u: torch.Tensor, needs_grad: bool) -> str:
     return "portable"
 
 
-def resolve_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
+def resolve_backend(backend: str, u: torch.Tensor, needs_grad: bool, n: int = 16) -> str:
     """Explicit `backend` > UMAMBA_SCAN_BACKEND > the auto rule; checks that the choice can run."""
     choice = (backend or "auto").strip().lower()
     if choice == "auto":
@@ -96,7 +97,7 @@ def resolve_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
     else:
         source = "backend argument"
     if choice == "auto":
-        return _auto_backend(u, needs_grad)
+        return _auto_backend(u, needs_grad, n)
     if choice not in BACKENDS:
         raise UserError(f"unknown selective-scan backend {choice!r} (from the {source})",
                         f"use one of: auto, {', '.join(BACKENDS)}")
@@ -127,6 +128,9 @@ def resolve_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
             raise UserError("the 'triton' selective-scan backend was requested but umamba.mamba.scan_triton "
                             "is missing or does not import (is triton installed?)",
                             "pip install triton, or use backend='auto'")
+        if n > TRITON_MAX_STATES:
+            raise UserError(f"the 'triton' selective-scan backend takes up to {TRITON_MAX_STATES} states, got {n}",
+                            "use backend='auto' (mamba-ssm's kernel or the portable scan)")
     return choice
 
 
@@ -172,7 +176,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """mamba-ssm `selective_scan_fn` semantics (see the module docstring); returns y (b, d, l) in u's dtype."""
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     needs_grad = _needs_grad(u, delta, A, B, C, D, z, delta_bias)
-    name = resolve_backend(backend, u, needs_grad)
+    name = resolve_backend(backend, u, needs_grad, A.shape[1])
     if name == "cuda":
         from umamba.mamba.scan_cuda import selective_scan_cuda
         return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

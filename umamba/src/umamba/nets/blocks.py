@@ -1,4 +1,4 @@
-"""Convolutional building blocks of the U-Mamba networks (architecture spec §2).
+"""Convolutional building blocks of the U-Mamba networks (docs/architecture.md, "Blocks").
 
 Module and parameter names are the checkpoint contract: `conv1, norm1, conv2, norm2, conv3` in BasicResBlock,
 `conv1/conv2.{conv, norm, all_modules}` in BasicBlockD, `conv` in UpsampleLayer.

@@ -1,4 +1,5 @@
-"""LayerNorm + Mamba over a feature map, as a sequence of spatial tokens or of channel tokens (spec §4)."""
+"""LayerNorm + Mamba over a feature map, as a sequence of spatial tokens or of channel tokens
+(docs/architecture.md, "MambaLayer")."""
 
 from __future__ import annotations
 

@@ -44,3 +44,16 @@ def die_with_parent() -> None:
             _ask_kernel_to_kill_me_with(parent)
 
     os.register_at_fork(after_in_child=after_fork_in_child)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (True where that cannot be told: Windows, no permission)."""
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True

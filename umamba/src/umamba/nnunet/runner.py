@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from umamba.devices import pick_device
 from umamba.errors import UserError
 from umamba.nnunet import compat
 from umamba.nnunet.datasets import find_dataset_folder
+from umamba.nnunet.plans_check import check_plan_names
 from umamba.nnunet.process_safety import die_with_parent
 from umamba.nnunet.trainer_names import TRAINER_ALIASES, TRAINER_NAMES, model_folder_name
 from umamba.progress import Reporter
@@ -42,6 +45,7 @@ class TrainRequest:
     compile: bool = False
     final_validation: bool = True
     plans: str = "nnUNetPlans"
+    memory_limit_gb: float | None = None
 
 
 def resolve_trainer_name(name: str) -> str:
@@ -52,26 +56,6 @@ def resolve_trainer_name(name: str) -> str:
         return key
     raise UserError(f"unknown trainer {name!r}",
                     f"use one of {', '.join(TRAINER_ALIASES)} or a full name: {', '.join(TRAINER_NAMES)}")
-
-
-def pick_device(requested: str | None) -> str:
-    if requested not in (None, "cpu", "cuda", "mps"):
-        raise UserError(f"unknown device {requested!r}", "use cpu, cuda or mps")
-    import torch
-
-    if requested is None:
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but torch sees no CUDA GPU",
-                        "use --device cpu, or install a CUDA build of torch (`umamba doctor` shows what is installed)")
-    if requested == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise UserError("--device mps was requested but this machine has no usable Apple GPU", "use --device cpu")
-    return requested
 
 
 def parse_fold(fold) -> int | str:
@@ -145,6 +129,22 @@ def _load_plans(preprocessed_root: Path, req: TrainRequest) -> tuple[Path, dict,
     return folder, plans, dataset_json
 
 
+def check_training_memory(req: TrainRequest, preprocessed_root: Path, device: str, reporter: Reporter | None):
+    """The memory one training step needs vs what the device has free: refused before anything is built."""
+    from umamba.memory import check_memory, estimate_training
+    from umamba.nets.plan_spec import resolve_configuration, spec_from_plans
+
+    _folder, plans, dataset_json = _load_plans(preprocessed_root, req)
+    config = resolve_configuration(plans, req.configuration)
+    spec = spec_from_plans(plans, req.configuration)
+    variant = "enc" if "Enc" in resolve_trainer_name(req.trainer) else "bot"
+    labels = dataset_json.get("labels", {})
+    estimate = estimate_training(spec, variant, config["patch_size"], int(config.get("batch_size", 2)),
+                                 len(dataset_json.get("channel_names") or dataset_json.get("modality") or {}) or 1,
+                                 max(len(labels), 2), device)
+    return check_memory(estimate, reporter, req.memory_limit_gb)
+
+
 def _settings(output_folder: Path) -> dict:
     try:
         return json.loads((output_folder / SETTINGS_FILE).read_text())
@@ -198,6 +198,43 @@ def _remove_orphaned_temporaries(output_folder: Path) -> None:
 
 def _train_one_process(req: TrainRequest, preprocessed_root: Path, device: str, reporter: Reporter | None,
                        rank: int = 0) -> Path:
+    model_folder = _model_folder(req, preprocessed_root)
+    created = not model_folder.exists()
+    try:
+        return _train(req, preprocessed_root, device, reporter, rank)
+    except BaseException:
+        # a run that failed before its first checkpoint leaves no model folder behind (a later run would find it
+        # and look half-trained); folders that hold a checkpoint are kept for --continue
+        if rank == 0 and created and model_folder.is_dir() and not any(model_folder.rglob("checkpoint_*.pth")):
+            shutil.rmtree(model_folder, ignore_errors=True)
+        raise
+
+
+def _model_folder(req: TrainRequest, preprocessed_root: Path) -> Path:
+    folder, plans, _ = _load_plans(preprocessed_root, req)
+    name = model_folder_name(resolve_trainer_name(req.trainer), plans.get("plans_name", req.plans), req.configuration)
+    return Path(os.environ["nnUNet_results"]) / folder.name / name
+
+
+def check_pretrained(trainer, req: TrainRequest) -> None:
+    """Refuse a --pretrained checkpoint whose weights do not fit this network, naming the first key that differs."""
+    from umamba.checkpoint import first_shape_mismatch, load_checkpoint
+
+    if not trainer.was_initialized:
+        trainer.initialize()
+    weights = load_checkpoint(req.pretrained)["network_weights"]
+    network = trainer.network.module if hasattr(trainer.network, "module") else trainer.network
+    network = getattr(network, "_orig_mod", network)
+    shapes = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    problem = first_shape_mismatch(shapes, weights, skip=(".seg_layers.",))  # nnU-Net re-learns the output layers
+    if problem:
+        raise UserError(f"the pretrained checkpoint {req.pretrained} does not fit the network of {type(trainer).__name__} "
+                        f"{req.configuration}: {problem}",
+                        "pretrained weights must come from the same network: the same trainer (bot/enc), "
+                        "configuration (2d/3d_fullres) and plans; only the number of output classes may differ")
+
+
+def _train(req: TrainRequest, preprocessed_root: Path, device: str, reporter: Reporter | None, rank: int) -> Path:
     import torch
 
     from nnunetv2.run.run_training import maybe_load_checkpoint
@@ -223,6 +260,8 @@ def _train_one_process(req: TrainRequest, preprocessed_root: Path, device: str, 
     if device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     with contextlib.redirect_stdout(sys.stderr):
+        if req.pretrained:
+            check_pretrained(trainer, req)
         maybe_load_checkpoint(trainer, cont, False, req.pretrained)
         if torch.cuda.is_available() and device == "cuda":
             torch.backends.cudnn.deterministic = False
@@ -291,9 +330,7 @@ def _train_ddp(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -
     finally:
         queue.put(None)
         forwarder.join(timeout=10)
-    folder, plans, _ = _load_plans(preprocessed_root, req)
-    name = model_folder_name(resolve_trainer_name(req.trainer), plans.get("plans_name", req.plans), req.configuration)
-    return Path(os.environ["nnUNet_results"]) / folder.name / name
+    return _model_folder(req, preprocessed_root)
 
 
 def train(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -> Path:
@@ -301,8 +338,10 @@ def train(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -> Pat
     compat.require_supported_nnunet()
     check_request(req)
     resolve_trainer_name(req.trainer)
-    _load_plans(preprocessed_root, req)  # dataset, configuration and fold problems, before torch loads
+    folder, plans, _ = _load_plans(preprocessed_root, req)  # dataset, configuration and fold problems, first
+    check_plan_names(plans, req.configuration, folder / f"{req.plans}.json")
     device = pick_device(req.device if req.num_gpus == 1 else "cuda")
+    check_training_memory(req, preprocessed_root, device, reporter)
     if req.compile:
         os.environ["nnUNet_compile"] = "1"
     prepare_process(device)
