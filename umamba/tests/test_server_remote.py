@@ -234,7 +234,7 @@ def test_client_refuses_what_is_not_a_compatible_umamba_server(tmp_path):
 
 def test_client_imports_neither_torch_nor_nnunet():
     code = ("import sys, umamba.cli, umamba.cli.predict, umamba.cli.train, umamba.cli.models, umamba.remote.jobs, "
-            "umamba.remote.client, umamba.model_store, umamba.nnunet.predict_inputs; "
+            "umamba.remote.client, umamba.model_store; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'nnunetv2', 'numpy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -79,8 +79,8 @@ def run(args: argparse.Namespace, reporter=None) -> int:
                 for i in range(args.repeats):
                     common = ["-i", case, "--device", args.device, "--disable-tta"]
                     local.append(_predict([*common, "-o", str(tmp / f"l{i}.nii.gz"), "-m", args.model], env)[0])
-                    wall, done = _predict([*common, "-o", str(tmp / f"r{i}.nii.gz"), "-m", "bench", "--server", url,
-                                           "--token", token], env)
+                    wall, done = _predict([*common, "-o", str(tmp / f"r{i}.nii.gz"), "-m", "bench", "--server", url],
+                                          {**env, "UMAMBA_TOKEN": token})
                     remote.append(wall)
                     parts.append(done["timing"])
                 lm, rm = statistics.median(local), statistics.median(remote)

@@ -23,7 +23,8 @@ from umamba.remote import token_from
 from umamba.remote.client import Client
 
 FINISHED = ("done", "failed", "cancelled")
-UPLOAD_ENDINGS = (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".mha")  # umamba.server.files, without its imports
+# umamba.server.files.UPLOAD_ENDINGS (longest first), without that module's imports
+UPLOAD_ENDINGS = (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".mha")
 
 
 def _note(reporter: Reporter, message: str, level: str = "info") -> None:
@@ -108,9 +109,12 @@ def _outcome(job: dict) -> int:
 
 
 # -- predict ----------------------------------------------------------------------------------------------------
-def predict(args: argparse.Namespace, reporter: Reporter) -> int:
-    from umamba.nnunet.predict_inputs import image_ending
+def image_ending(path: Path) -> str | None:
+    name = str(path).lower()
+    return next((e for e in UPLOAD_ENDINGS if name.endswith(e)), None)
 
+
+def predict(args: argparse.Namespace, reporter: Reporter) -> int:
     if args.trust_checkpoint:
         raise UserError("--trust-checkpoint cannot be used with --server",
                         "a server never runs pickled code for a client; use a model stored on the server")

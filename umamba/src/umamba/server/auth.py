@@ -20,10 +20,11 @@ _USER_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 
 
 def generated_token(path: Path) -> str:
-    """The token in `path`, made (32 random bytes, URL-safe) with mode 0600 when the file does not exist."""
+    """The token in `path`, made (32 random bytes as hex: never starts with '-', which a command line would take
+    for an option) with mode 0600 when the file does not exist."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(32)
+        token = secrets.token_hex(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
