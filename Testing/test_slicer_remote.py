@@ -72,3 +72,27 @@ def test_segment_on_the_server(server, trained_tiny_model, tmp_path):
     ids = [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())]
     predicted = np.asarray(nib.load(job.outputFile).dataobj).transpose(2, 1, 0)
     assert predicted.any() and np.array_equal(segmentLabelArray(node, ids, volume), predicted)
+
+
+def test_train_from_folder_on_the_server(server, trained_tiny_model, tmp_path):
+    """Train from folder: checked and written here, planned and trained on the server, the model lands in the local
+    store with its epochs in the run's chart."""
+    from UMambaSegmentationLib.TrainingLogic import TrainingLogic, TrainingSettings
+
+    target = ComputeTarget(server.url, server.token)
+    store = tmp_path / "store"
+    logic = TrainingLogic(newScene(), pythonExecutable=pythonForUmamba(), storeFolder=str(store), compute=target)
+    source = trained_tiny_model.parents[2] / "nnUNet_raw" / "Dataset990_TinyPhantom"
+    job = logic.start(TrainingSettings(source=str(source), trainingFolder=str(tmp_path / "training"), epochs=2,
+                                       iterationsPerEpoch=2, valIterations=1, device="cpu"))
+    assert server.token not in " ".join(job.step.runner.command)
+    deadline, stages = time.monotonic() + 900, []
+    while job.status == "running":
+        assert time.monotonic() < deadline
+        stages += [e["stage"] for e in job.poll() if e.get("event") == "training_stage"]
+        time.sleep(0.1)
+    assert job.status == "succeeded", (job.error, job.error and job.error.details)
+    assert stages == ["train", "finished"]  # no local plan, no separate register step
+    assert [e["epoch"] for e in job.state.epochs] == [1, 2] and job.state.remoteJob
+    assert (store / job.state.modelName / "umamba_card.json").is_file()
+    assert job.state.modelName in {m.name for m in job.store.models()}
