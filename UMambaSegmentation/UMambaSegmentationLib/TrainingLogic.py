@@ -159,23 +159,28 @@ class TrainingJob:
         elif stage == "train" and self._remote():
             return self._remoteTrainCommand()
         elif stage == "train":
-            args = ["train", str(self.state.datasetId), s.configuration, str(s.fold), "-tr", s.variant,
-                    "--epochs", str(int(s.epochs)), *workspace]
-            if s.iterationsPerEpoch:
-                args += ["--iterations-per-epoch", str(int(s.iterationsPerEpoch))]
-            if s.valIterations:
-                args += ["--val-iterations", str(int(s.valIterations))]
-            if s.device and s.device != "auto":
-                args += ["--device", s.device]
-            if str(s.fold) == "all":
-                # With fold 'all' the validation cases are the training cases: nnU-Net's final sliding-window
-                # validation would only re-predict the training set, at the cost of minutes to hours.
-                args.append("--no-final-validation")
+            args = ["train", str(self.state.datasetId), s.configuration, str(s.fold), *self._trainOptions(),
+                    *workspace]
             if self.resume:
                 args.append("--continue")  # umamba starts fresh when no checkpoint exists yet
         else:
             raise ValueError(stage)
         return umambaCommand(args, self.pythonExecutable)
+
+    def _trainOptions(self):
+        s = self.state.settings
+        args = ["-tr", s.variant, "--epochs", str(int(s.epochs))]
+        if s.iterationsPerEpoch:
+            args += ["--iterations-per-epoch", str(int(s.iterationsPerEpoch))]
+        if s.valIterations:
+            args += ["--val-iterations", str(int(s.valIterations))]
+        if s.device and s.device != "auto":
+            args += ["--device", s.device]
+        if str(s.fold) == "all":
+            # With fold 'all' the validation cases are the training cases: nnU-Net's final sliding-window
+            # validation would only re-predict the training set, at the cost of minutes to hours.
+            args.append("--no-final-validation")
+        return args
 
     # -- running ---------------------------------------------------------------------------------------------------
     def start(self):
@@ -202,16 +207,8 @@ class TrainingJob:
     def _remoteTrainCommand(self):
         s = self.state.settings
         dataset = os.path.join(s.trainingFolder, "nnUNet_raw", self.state.dataset)
-        args = ["train", dataset, s.configuration, str(s.fold), "-tr", s.variant, "--epochs", str(int(s.epochs)),
-                "--store", self.store.folder, *self.compute.arguments()]
-        if s.iterationsPerEpoch:
-            args += ["--iterations-per-epoch", str(int(s.iterationsPerEpoch))]
-        if s.valIterations:
-            args += ["--val-iterations", str(int(s.valIterations))]
-        if s.device and s.device != "auto":
-            args += ["--device", s.device]
-        if str(s.fold) == "all":
-            args.append("--no-final-validation")
+        args = ["train", dataset, s.configuration, str(s.fold), *self._trainOptions(), "--store", self.store.folder,
+                *self.compute.arguments()]
         if self.resume and self.state.remoteJob:
             args += ["--job", self.state.remoteJob]  # follow the server's job again: it went on without us
         return umambaCommand(args, self.pythonExecutable)

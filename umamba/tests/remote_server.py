@@ -7,7 +7,6 @@ whose import system refuses torch, nnunetv2 and numpy, so every client test also
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -164,6 +163,3 @@ def job_pid(data_dir: Path, job_id: str) -> int | None:
         db.close()
     return json.loads(row[0]).get("pid") if row else None
 
-
-__all__ = ["Server", "api", "events", "free_port", "job_pid", "os", "pid_alive", "run_client", "start_client",
-           "wait_for"]

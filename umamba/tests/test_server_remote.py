@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import run_umamba
-from remote_server import Server, api, events, run_client, start_client
+from remote_server import Server, api, events, run_client, start_client, wait_for
 from umamba import __version__
 from umamba.errors import UserError
 from umamba.remote.client import check_compatible
@@ -77,6 +77,11 @@ def test_remote_predict_gives_the_local_labels(server, case, local_label, tmp_pa
     assert sum(map(sum, (sum(s, []) for s in voxels(out)[0]))) > 0  # a label, not an empty volume
     listed = run_client("models", "--server", server.url, "--token", ALICE, "--json")
     assert [c["name"] for c in json.loads(listed.stdout)] == ["tiny"]
+    fetched = run_client("models", "--server", server.url, "--token", ALICE, "--download", "tiny", "--store",
+                         str(tmp_path / "store"))
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    card = json.loads((tmp_path / "store" / "tiny" / "umamba_card.json").read_text())
+    assert card["trainer"] == "nnUNetTrainerUMambaBot" and card["folds"] == ["all"]
 
 
 def test_eight_clients_on_one_slot_with_a_queue_of_two(server, case, local_label, tmp_path):
@@ -105,8 +110,11 @@ def test_full_queue_answers_503_with_retry_after(server, case, tmp_path):
     for job in jobs:
         api(server, "POST", f"/jobs/{job}/cancel", ALICE)
     assert status == 503 and int(headers["retry-after"]) >= 1, (status, body)
-    states = [json.loads(api(server, "GET", f"/jobs/{j}", ALICE)[2])["state"] for j in jobs]
-    assert set(states) == {"cancelled"}, states
+    def states():
+        return [json.loads(api(server, "GET", f"/jobs/{j}", ALICE)[2])["state"] for j in jobs]
+    wait_for(lambda: set(states()) == {"cancelled"}, 30, "the three jobs to be cancelled")
+    assert not [p for p in server.data_dir.glob("jobs/*/outputs/*")
+                if p.parent.parent.name in jobs]  # the cancelled prediction wrote nothing
 
 
 def _multipart(fields: dict, files: list[tuple[str, str, bytes]]) -> tuple[bytes, dict]:

@@ -21,8 +21,8 @@ from umamba.errors import UserError
 from umamba.progress import Reporter
 from umamba.remote import token_from
 from umamba.remote.client import Client
+from umamba.server.jobs import FINISHED
 
-FINISHED = ("done", "failed", "cancelled")
 # umamba.server.files.UPLOAD_ENDINGS (longest first), without that module's imports
 UPLOAD_ENDINGS = (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".mha")
 
@@ -228,9 +228,8 @@ def train(args: argparse.Namespace, reporter: Reporter) -> int:
 
 # -- models -----------------------------------------------------------------------------------------------------
 def models(args: argparse.Namespace, reporter: Reporter) -> int:
-    import json
-
-    from umamba.model_store import card_line, import_model
+    from umamba.cli.models import show_cards
+    from umamba.model_store import import_model
     from umamba.paths import default_model_store
 
     if args.delete:
@@ -244,16 +243,8 @@ def models(args: argparse.Namespace, reporter: Reporter) -> int:
             cards = import_model(archive, store, name=args.download, force=args.force)
         reporter.done([str(store / c["name"]) for c in cards], cards=cards)
         return 0
-    cards = client.models()
-    if args.progress_json:
-        reporter.done([], server=client.url, models=cards)
-    elif args.json:
-        sys.stdout.write(json.dumps(cards, indent=2) + "\n")
-    elif not cards:
-        print(f"no models on {client.url}")
-    else:
-        for card in cards:
-            print(card_line(card))
+    show_cards(client.models(), args, reporter, f"{client.url}/models/", f"no models on {client.url}",
+               server=client.url)
     return 0
 
 
