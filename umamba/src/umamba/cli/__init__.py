@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "install": ("install", "install the dependencies that fit this machine"),
     "build-kernels": ("build_kernels", "build mamba-ssm's CUDA scan kernel for the local GPU"),
     "demo": ("demo", "train a small model on a phantom and segment a held-out volume"),
-    "bench": ("bench", "benchmarks: scan, layer, train-step, predict"),
+    "bench": ("bench", "benchmarks: scan, layer, train-step, train-epoch, predict"),
 }
 
 

@@ -5,6 +5,7 @@
     train-step  one nnU-Net training step of the U-Mamba networks (umamba.bench.train_step)
     predict     sliding-window inference (umamba.bench.predict)
     remote      local vs `umamba serve` prediction over loopback (umamba.bench.remote)
+    train-epoch `umamba train` for N iterations, data loading included (umamba.bench.train_epoch)
 
 Each module defines add_arguments(parser) and run(args, reporter) and shares umamba.bench.harness (timing, the
 side-by-side loop, output). A new benchmark is one module and one line in BENCHMARKS. Only the chosen module is
@@ -25,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "train-step": ("train_step", "one training step of the U-Mamba networks"),
     "predict": ("predict", "sliding-window inference of the U-Mamba networks"),
     "remote": ("remote", "umamba predict locally vs through umamba serve over loopback; server memory"),
+    "train-epoch": ("train_epoch", "umamba train itself against the original U-Mamba layer and plain nnU-Net"),
 }
 
 

@@ -4,7 +4,9 @@ nnU-Net's data-augmentation workers (batchgenerators, forked) poll their queues 
 process is killed (SIGKILL from a Cancel button, an OOM killer) nothing tells them to stop and they linger.
 On Linux every process forked from here on asks the kernel for SIGKILL when its parent dies
 (prctl PR_SET_PDEATHSIG), via the standard `os.register_at_fork` hook: nnU-Net's code is not touched.
-Spawned workers (nnU-Net's export pools) already exit when the pipe to their parent closes.
+Spawned workers (nnU-Net's export pools) exit when the pipe to their parent closes; spawned processes that never
+read that pipe (the ranks of a DDP training) call `die_with(parent_pid)` themselves: the fork hook does not run
+for them (multiprocessing's spawn starts them with fork+exec).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ def _ask_kernel_to_kill_me_with(parent_pid: int) -> None:
         return
     if os.getppid() != parent_pid:  # the parent died between fork and prctl
         os._exit(1)
+
+
+def die_with(parent_pid: int) -> None:
+    """Ask the kernel to kill this process when its parent (`parent_pid`, which started it) dies. Linux only."""
+    if sys.platform.startswith("linux"):
+        _ask_kernel_to_kill_me_with(parent_pid)
 
 
 def die_with_parent() -> None:

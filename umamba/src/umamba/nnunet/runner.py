@@ -22,7 +22,7 @@ from umamba.errors import UserError
 from umamba.nnunet import compat
 from umamba.nnunet.datasets import find_dataset_folder
 from umamba.nnunet.plans_check import check_plan_names
-from umamba.nnunet.process_safety import die_with_parent
+from umamba.nnunet.process_safety import die_with, die_with_parent
 from umamba.nnunet.trainer_names import TRAINER_ALIASES, TRAINER_NAMES, model_folder_name
 from umamba.progress import Reporter
 
@@ -46,6 +46,7 @@ class TrainRequest:
     final_validation: bool = True
     plans: str = "nnUNetPlans"
     memory_limit_gb: float | None = None
+    trainer_class: type | None = None  # a subclass of one of ours (or of nnUNetTrainer) to run instead: benchmarks
 
 
 def resolve_trainer_name(name: str) -> str:
@@ -166,7 +167,7 @@ def build_trainer(req: TrainRequest, preprocessed_root: Path, device: str, repor
     from umamba.nnunet.trainers import TRAINER_CLASSES
 
     _folder, plans, dataset_json = _load_plans(preprocessed_root, req)
-    cls = TRAINER_CLASSES[resolve_trainer_name(req.trainer)]
+    cls = req.trainer_class or TRAINER_CLASSES[resolve_trainer_name(req.trainer)]
     torch_device = torch.device(device)
     with contextlib.redirect_stdout(sys.stderr):
         trainer = cls(plans=compat.trainer_plans(plans, req.continue_training), configuration=req.configuration,
@@ -212,8 +213,7 @@ def _train_one_process(req: TrainRequest, preprocessed_root: Path, device: str, 
 
 def _model_folder(req: TrainRequest, preprocessed_root: Path) -> Path:
     folder, plans, _ = _load_plans(preprocessed_root, req)
-    name = model_folder_name(resolve_trainer_name(req.trainer), plans.get("plans_name", req.plans), req.configuration)
-    return Path(os.environ["nnUNet_results"]) / folder.name / name
+    return Path(os.environ["nnUNet_results"]) / folder.name / trainer_folder_name(req, plans)
 
 
 def check_pretrained(trainer, req: TrainRequest) -> None:
@@ -258,7 +258,8 @@ def _train(req: TrainRequest, preprocessed_root: Path, device: str, reporter: Re
                                         "iterations_per_epoch": trainer.num_iterations_per_epoch,
                                         "val_iterations": trainer.num_val_iterations_per_epoch})
     if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        # a CPU DDP run's processes share the cores: more threads than cores only makes them wait for each other
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // req.num_gpus))
     with contextlib.redirect_stdout(sys.stderr):
         if req.pretrained:
             check_pretrained(trainer, req)
@@ -290,23 +291,37 @@ class _QueueReporter(Reporter):
         self._queue.put((event, fields))
 
 
-def _ddp_worker(rank: int, req_dict: dict, preprocessed_root: str, world_size: int, queue) -> None:
+def _ddp_worker(rank: int, req_dict: dict, preprocessed_root: str, world_size: int, queue,
+                device: str = "cuda", parent_pid: int | None = None) -> None:
     import torch
     import torch.distributed as dist
 
     from nnunetv2.run.run_training import cleanup_ddp, setup_ddp
 
+    if parent_pid is not None:
+        die_with(parent_pid)  # a killed `umamba train` must not leave its ranks training (and holding the GPUs)
     die_with_parent()  # this worker's own augmentation workers must not outlive it
-    setup_ddp(rank, world_size)
-    torch.cuda.set_device(torch.device("cuda", dist.get_rank()))
+    if device == "cuda":
+        setup_ddp(rank, world_size)  # nnU-Net's: NCCL
+        torch.cuda.set_device(torch.device("cuda", dist.get_rank()))
+    else:
+        # nnUNetTrainer moves a DDP run to CUDA itself (its __init__ and initialize); a CPU process group is only
+        # usable with a trainer class that keeps the CPU (the tests of this DDP plumbing)
+        dist.init_process_group("gloo", rank=rank, world_size=world_size)
     reporter = _QueueReporter(queue) if rank == 0 else None
     try:
-        _train_one_process(TrainRequest(**req_dict), Path(preprocessed_root), "cuda", reporter, rank)
+        _train_one_process(TrainRequest(**req_dict), Path(preprocessed_root), device, reporter, rank)
     finally:
         cleanup_ddp()
 
 
-def _train_ddp(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -> Path:
+def trainer_folder_name(req: TrainRequest, plans: dict) -> str:
+    """The model folder's name (TRAINER__PLANS__CONFIGURATION), which nnU-Net derives from the trainer class."""
+    name = req.trainer_class.__name__ if req.trainer_class else resolve_trainer_name(req.trainer)
+    return model_folder_name(name, plans.get("plans_name", req.plans), req.configuration)
+
+
+def _train_ddp(req: TrainRequest, preprocessed_root: Path, reporter: Reporter, device: str = "cuda") -> Path:
     import torch.multiprocessing as mp
 
     from nnunetv2.run.run_training import find_free_network_port
@@ -325,7 +340,7 @@ def _train_ddp(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -
     forwarder = threading.Thread(target=forward_events, daemon=True)
     forwarder.start()
     try:
-        mp.spawn(_ddp_worker, args=(asdict(req), str(preprocessed_root), req.num_gpus, queue),
+        mp.spawn(_ddp_worker, args=(asdict(req), str(preprocessed_root), req.num_gpus, queue, device, os.getpid()),
                  nprocs=req.num_gpus, join=True)
     finally:
         queue.put(None)

@@ -7,8 +7,9 @@ inference looks the trainer up by that name:
 What they add to nnUNetTrainer:
 - the U-Mamba network (`build_network_architecture` accepts every supported nnU-Net calling convention);
 - torch.compile only when asked for (nnUNet_compile=1), not by default;
-- AMP safety: a non-finite loss skips its optimizer step; after `max_nonfinite_amp_steps` such steps under AMP
-  the rest of the run trains and validates in float32 (logged as a warning);
+- AMP safety: a non-finite loss skips its optimizer step (under DDP on every rank when it is non-finite on any);
+  after `max_nonfinite_amp_steps` such steps under AMP the rest of the run trains and validates in float32
+  (logged as a warning);
 - checkpoints written atomically (temporary file + os.replace) and after every epoch, so a killed run resumes
   with `--continue` from its last finished epoch;
 - progress events (umamba.progress) when a reporter is attached.
@@ -21,6 +22,7 @@ import os
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from umamba.nnunet import compat
@@ -164,7 +166,7 @@ class UMambaTrainerBase(nnUNetTrainer):
             loss = self.loss(output, target)
         loss_value = loss.detach().float().cpu().numpy()
 
-        if not np.isfinite(loss_value):
+        if not self._finite_on_every_rank(loss_value):
             self._skip_nonfinite_step("loss")
         elif self.grad_scaler is not None:
             # The scaler skips steps whose gradients overflowed in float16 and lowers its scale: normal AMP.
@@ -182,6 +184,17 @@ class UMambaTrainerBase(nnUNetTrainer):
                 self._skip_nonfinite_step("gradient")
         self.events.iteration_done(self._iteration, self.num_iterations_per_epoch, self.current_epoch + 1)
         return {"loss": loss_value}
+
+    def _finite_on_every_rank(self, loss_value) -> bool:
+        """Whether the loss is finite here and, under DDP, on every other rank too. All ranks must take the same
+        branch: a rank that skipped its backward pass would leave the others waiting in DDP's gradient
+        all-reduce forever (and the replicas' weights would drift apart)."""
+        finite = bool(np.all(np.isfinite(loss_value)))
+        if not self.is_ddp:
+            return finite
+        flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
+        dist.all_reduce(flag)
+        return flag.item() == 0
 
     def on_train_epoch_end(self, train_outputs: list[dict]):
         # Skipped (non-finite) steps do not count towards the epoch's mean loss.
