@@ -4,6 +4,7 @@
     layer       one Mamba layer forward+backward (umamba.bench.layer)
     train-step  one nnU-Net training step of the U-Mamba networks (umamba.bench.train_step)
     predict     sliding-window inference (umamba.bench.predict)
+    remote      local vs `umamba serve` prediction over loopback (umamba.bench.remote)
     train-epoch `umamba train` for N iterations, data loading included (umamba.bench.train_epoch)
 
 Each module defines add_arguments(parser) and run(args, reporter) and shares umamba.bench.harness (timing, the
@@ -24,6 +25,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "layer": ("layer", "one Mamba layer forward+backward per scan backend"),
     "train-step": ("train_step", "one training step of the U-Mamba networks"),
     "predict": ("predict", "sliding-window inference of the U-Mamba networks"),
+    "remote": ("remote", "umamba predict locally vs through umamba serve over loopback; server memory"),
     "train-epoch": ("train_epoch", "umamba train itself against the original U-Mamba layer and plain nnU-Net"),
 }
 

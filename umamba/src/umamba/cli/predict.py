@@ -6,6 +6,7 @@ import argparse
 
 from umamba.paths import default_model_store
 from umamba.progress import Reporter
+from umamba.remote import add_remote_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the label file (one case) or a folder (one CASE<ending> per case)")
     parser.add_argument("-m", "--model", required=True, metavar="MODEL_DIR",
                         help="an nnU-Net model folder (dataset.json, plans.json, fold_X/) or a name from "
-                             "`umamba models`")
+                             "`umamba models` (with --server: a model on the server)")
     parser.add_argument("-f", "--folds", nargs="+", default=None,
                         help="folds to ensemble (default: every numbered fold with a checkpoint, else 'all')")
     parser.add_argument("--disable-tta", "--disable_tta", action="store_true", dest="disable_tta",
@@ -33,9 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse to start when the estimated memory exceeds this (default: the free memory; "
                              "also UMAMBA_MEMORY_LIMIT_GB)")
     parser.add_argument("--store", default=None, help=f"model store folder (default {default_model_store()})")
+    add_remote_arguments(parser)
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    if args.server:  # before anything that imports torch: a client machine may have none
+        from umamba.remote.jobs import predict as remote_predict
+
+        return remote_predict(args, reporter)
     from umamba.model_store import channel_names, inspect_model_folder, resolve_model
     from umamba.nnunet.predict_inputs import (check_case_images, check_endings, check_output_locations,
                                               check_outputs, resolve_cases)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from umamba.paths import resolve_workspace
+from umamba.paths import default_model_store, resolve_workspace
+from umamba.remote import add_remote_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,12 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-ext-trainer-path", action="store_true",
                         help="print the folder to put into nnUNet_extTrainer for stock nnUNetv2_train (>= 2.8) "
                              "and exit")
+    add_remote_arguments(parser)
+    parser.add_argument("--store", default=None,
+                        help=f"with --server: the local model store that receives the trained model (default "
+                             f"{default_model_store()}); DATASET may then also be a dataset folder")
 
 
 def run(args: argparse.Namespace, reporter) -> int:
     from umamba.errors import UserError
     from umamba.nnunet.compat import EXT_TRAINER_DIR
 
+    if args.server:  # before anything that imports torch: a client machine may have none
+        from umamba.remote.jobs import train as remote_train
+
+        return remote_train(args, reporter)
     if args.print_ext_trainer_path:
         print(EXT_TRAINER_DIR)
         return 0
