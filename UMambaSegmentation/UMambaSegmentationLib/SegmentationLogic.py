@@ -32,6 +32,7 @@ class SegmentationOptions:
     stepSize: float = 0.5     # sliding-window step as a fraction of the patch; larger is faster
     fast: bool = False        # `umamba predict --fast`: no mirroring and a larger step (unless stepSize is changed)
     folds: tuple = ()         # empty: every trained fold of the model
+    compute: object = None    # RemoteCompute.ComputeTarget; None or local: this computer
 
 
 def validateInputs(model, volumeNodes):
@@ -111,9 +112,16 @@ class SegmentationJob:
         self.keepTemporaryFiles = False
 
     # -- start -----------------------------------------------------------------------------------------------------
+    def _remote(self):
+        return self.options.compute is not None and self.options.compute.isRemote
+
     def command(self, inputFiles, outputFile):
-        args = ["predict", "-i", *inputFiles, "-o", outputFile, "-m", self.model.folder,
-                "-f", *(self.options.folds or self.model.folds), "--checkpoint", self.model.checkpointName()]
+        if self._remote():  # the model is one of the server's (by name); the server picks its checkpoint
+            args = ["predict", "-i", *inputFiles, "-o", outputFile, "-m", self.model.name,
+                    "-f", *(self.options.folds or self.model.folds), *self.options.compute.arguments()]
+        else:
+            args = ["predict", "-i", *inputFiles, "-o", outputFile, "-m", self.model.folder,
+                    "-f", *(self.options.folds or self.model.folds), "--checkpoint", self.model.checkpointName()]
         if self.options.fast:
             args.append("--fast")
         if not (self.options.fast and self.options.stepSize == 0.5):   # --fast's own step unless one was chosen
@@ -133,7 +141,8 @@ class SegmentationJob:
                 writeVolume(node, path)
                 inputFiles.append(path)
             self.outputFile = os.path.join(self.tempDir, "prediction", "case.nii.gz")
-            self.runner = ProcessRunner(self.command(inputFiles, self.outputFile)).start()
+            env = self.options.compute.environment() if self._remote() else None
+            self.runner = ProcessRunner(self.command(inputFiles, self.outputFile), env=env).start()
         except Exception:
             self._removeTemp()
             raise

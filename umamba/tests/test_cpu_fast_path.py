@@ -151,25 +151,3 @@ def test_fast_changes_exactly_the_step_size_and_mirroring(trained_tiny_model, mo
     assert changed == {"step_size": (0.5, FAST_STEP_SIZE), "use_mirroring": (True, False)}
     chosen = _load_predictor_kwargs(monkeypatch, tmp_path, trained_tiny_model, ["--fast", "--step-size", "0.6"])
     assert (chosen["step_size"], chosen["use_mirroring"]) == (0.6, False)
-
-
-# -- memory before starting -----------------------------------------------------------------------------------------
-def test_a_volume_too_large_for_memory_is_refused_before_starting(trained_tiny_model, tmp_path):
-    import SimpleITK as sitk
-
-    from umamba.errors import UserError
-    from umamba.model_store import inspect_model_folder
-    from umamba.nnunet.memory_check import check_predict_memory, predict_memory_bytes
-    from umamba.nnunet.predict_inputs import Case
-
-    small = predict_memory_bytes([300, 512, 512], [1.5, 0.8, 0.8], [1.5, 1.5, 1.5], [128] * 3, 14)
-    fine = predict_memory_bytes([300, 512, 512], [1.5, 0.8, 0.8], [1.5, 0.8, 0.8], [128] * 3, 14)
-    assert small["logits"] < fine["logits"] and small["export"] == fine["export"]
-    image = tmp_path / "big.nii.gz"
-    sitk.WriteImage(sitk.Image(64, 64, 64, sitk.sitkUInt8), str(image))   # header only matters
-    folder = inspect_model_folder(trained_tiny_model)
-    case = Case("big", [image], tmp_path / "out.nii.gz")
-    check_predict_memory(folder, [case], available=1 << 40)
-    with pytest.raises(UserError, match=r"estimated peak memory .* GB.*available") as exc:
-        check_predict_memory(folder, [case], available=1 << 20)
-    assert "crop" in exc.value.hint

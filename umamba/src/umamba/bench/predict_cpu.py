@@ -140,12 +140,12 @@ def _summarise(results):
 
 
 def _table(rows):
-    from umamba.bench import roofline
+    from umamba.bench import harness
 
-    print(f"\n# CPU prediction, plan: 6 stages, 32-320 features, patch 128³, {NUM_CLASSES} classes; "
-          f"{os.cpu_count()} CPUs, {_cpu_name()}")
-    roofline.table(rows, ["mode", "variant", "arm", "seconds", "speedup", "x_bot", "peak_rss_gb", "agreement",
-                          "windows", "error"])
+    harness.table(rows, ["mode", "variant", "arm", "seconds", "speedup", "x_bot", "peak_rss_gb", "agreement",
+                         "windows"],
+                  title=f"CPU prediction, plan: 6 stages, 32-320 features, patch 128³, {NUM_CLASSES} classes; "
+                        f"{os.cpu_count()} CPUs, {_cpu_name()}")
 
 
 def _cpu_name() -> str:
