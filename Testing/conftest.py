@@ -65,7 +65,7 @@ def dialogs(slicer_app, qapp):
                                            QtWidgets.QMessageBox.text(box),
                                            QtWidgets.QMessageBox.detailedText(box), buttons))
                 wanted = ["Ok", "Yes"] if record.answer else ["Cancel", "No", "Ok"]
-                choice = next(b for b, n in names.items() if n in wanted and n in buttons)
+                choice = next(b for w in wanted for b, n in names.items() if n == w and n in buttons)
                 box.button(choice).click()
 
     timer = QtCore.QTimer()

@@ -45,13 +45,17 @@ def click(widget, button=None):
     """A mouse click on `widget` delivered from a running event loop, as Slicer's main loop delivers the user's
     clicks. (Outside a loop, the `deleteLater()` that slicer.util.messageBox calls before `exec_()` would close
     the dialog at once.)"""
-    from PyQt5 import QtCore
+    from PyQt5 import QtCore, QtWidgets
     from PyQt5.QtTest import QTest
 
     loop = QtCore.QEventLoop()
 
     def deliver():
         try:
+            QtWidgets.QApplication.sendPostedEvents()  # pending layout requests: the button gets its size
+            if not QtWidgets.QWidget.isVisible(widget) or QtWidgets.QWidget.rect(widget).isEmpty():
+                name = QtCore.QObject.objectName(widget) or type(widget).__name__
+                raise AssertionError(f"{name} is not on screen: a user cannot click it")
             QTest.mouseClick(widget, button or QtCore.Qt.LeftButton)
         finally:
             loop.quit()

@@ -37,6 +37,18 @@ class ctkCollapsibleButton(QtWidgets.QPushButton):
         self.setCheckable(True)
         self.setChecked(True)
         self.toggled.connect(lambda checked: self.setCollapsed(not checked))
+        self.setContentsMargins(0, QtWidgets.QPushButton.sizeHint(self).height(), 0, 0)  # contents below the header
+
+    def _size(self, header, content):
+        if self._collapsed or self.layout() is None:
+            return header
+        return QtCore.QSize(max(header.width(), content.width()), header.height() + content.height())
+
+    def sizeHint(self):  # the header, and the contents when expanded
+        return self._size(QtWidgets.QPushButton.sizeHint(self), self.layout() and self.layout().sizeHint())
+
+    def minimumSizeHint(self):
+        return self._size(QtWidgets.QPushButton.minimumSizeHint(self), self.layout() and self.layout().minimumSize())
 
     def getCollapsed(self):
         return self._collapsed
@@ -50,6 +62,7 @@ class ctkCollapsibleButton(QtWidgets.QPushButton):
         for child in self.children():
             if isinstance(child, QtWidgets.QWidget):
                 child.setVisible(not collapsed)
+        self.updateGeometry()
         self.contentsCollapsed.emit(collapsed)
 
     def childEvent(self, event):
