@@ -4,8 +4,8 @@ Obtaining a model without internet: train one. A synthetic phantom dataset (umam
 subprocess) is planned and trained briefly on the CPU with the real `umamba plan` / `umamba train`, through the
 same ProcessRunner the panel uses. The model is then used through SegmentationLogic exactly as the panel does,
 on a synthetic volume with a known ellipsoid built here, and the result is checked: segment names, geometry,
-and the overlap with the known object. Nothing is installed: when umamba is missing the first step fails with
-a message saying so. A model folder can be passed in to skip the training (pytest reuses one).
+and the overlap with the known object. Nothing is installed: `missingDependencies()` says when umamba or torch
+is missing (the module test is then skipped). A model folder can be passed in to skip the training.
 """
 
 import glob
@@ -38,6 +38,22 @@ class SelfTestResult:
     geometryMatches: bool
     dice: float
     modelFolder: str
+
+
+def missingDependencies(pythonExecutable=None):
+    """None when the Python that runs umamba imports umamba and torch, else a message saying what to do."""
+    import subprocess
+    try:
+        pythonExecutable = pythonExecutable or findPythonExecutable()
+        proc = subprocess.run([pythonExecutable, "-c", "import umamba, torch"], capture_output=True, text=True,
+                              timeout=300)
+    except (OSError, FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        return f"Skipped: no Python to run umamba ({exc})."
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["import failed"])[-1]
+        return (f"Skipped: umamba/torch are not installed in Slicer's Python ({last}). Open the module and press "
+                "'Install dependencies...' to run this test.")
+    return None
 
 
 def trainingCommands(workDir, pythonExecutable, epochs=3, iterationsPerEpoch=20):
