@@ -136,10 +136,15 @@ def test_one_repository_address_used_everywhere():
     # the ExtensionsIndex checker wants the repository name to start with "Slicer"
     assert re.fullmatch(r"https://github\.com/[\w.-]+/Slicer[\w.-]+", url), url
     assert "${EXTENSION_REPOSITORY_URL}" in re.search(r"set\(EXTENSION_HOMEPAGE [^)]*\)", cmake).group(0)
-    assert "${EXTENSION_REPOSITORY_URL}" in re.search(r"set\(EXTENSION_ICONURL [^)]*\)", cmake).group(0)
+    owner_repo = url.removeprefix("https://github.com/")
+    icon = re.search(r'set\(EXTENSION_ICONURL "([^"]+)"\)', cmake).group(1)
+    assert icon == f"https://raw.githubusercontent.com/{owner_repo}/main/UMambaSegmentation/Resources/Icons/" \
+                   "UMambaSegmentation.png"
     entry = json.loads((REPO / "UMambaSegmentation.json").read_text())
     assert entry["scm_url"] in (url, url + ".git")
     readme = (REPO / "README.md").read_text()
     assert url in readme
-    others = set(re.findall(r"https://github\.com/umamba-segmentation/[\w.-]+", readme + cmake))
+    others = set(re.findall(r"https://(?:github\.com|raw\.githubusercontent\.com)/umamba-segmentation/[\w.-]+",
+                            readme + cmake))
+    others = {o.replace("raw.githubusercontent.com", "github.com") for o in others}
     assert {o.removesuffix(".git") for o in others} <= {url}, others
