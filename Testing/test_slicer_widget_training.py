@@ -58,7 +58,7 @@ def test_train_cancel_resume_after_reopening_and_the_model_is_selected(slicer_ap
     qtbot.waitUntil(lambda: ui.startButton.enabled, timeout=60_000)
     assert "4" in ui.detectedLabel.text and ui.labelsLabel.text
     typeInto(ui.trainingFolderLineEdit, str(tmp_path / "training"))
-    ui.epochsSpinBox.value = 3
+    ui.epochsSpinBox.value = 2
     ui.deviceComboBox.setCurrentText("cpu")
     tinyIterations(section, monkeypatch)
 
@@ -84,7 +84,7 @@ def test_train_cancel_resume_after_reopening_and_the_model_is_selected(slicer_ap
     assert ui.cancelButton.enabled
     qtbot.waitUntil(lambda: not section.presenter.isBusy(), timeout=RUN_TIMEOUT_MS)
     assert section.presenter.state == "done", ui.errorLabel.text + "\n" + ui.logTextEdit.toPlainText()[-2000:]
-    assert chartRows(section) == 3 and ui.progressBar.value == 100
+    assert chartRows(section) == 2 and ui.progressBar.value == 100
     # the model is in the panel's store and selected there
     names = [m.name for m in again.panel.store.models()]
     assert len(names) == 1 and again.ui.modelSelector.currentText == names[0]
