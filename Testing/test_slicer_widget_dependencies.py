@@ -160,3 +160,47 @@ def test_install_failure_shows_details_and_changes_nothing(module_widget, dialog
     monkeypatch.setattr(section.installer, "makePlan", lambda deep=True: planWith(nnunetLikeStep("umambatinydep")))
     click(section.installButton)
     assert len(slicerPackaging.calls) == 1 and list(slicerPackaging.site.iterdir()) == []
+
+
+def test_without_the_pytorch_extension_the_install_says_what_to_do(module_widget, dialogs, monkeypatch,
+                                                                   slicerPackaging):
+    from umamba.install import planner
+    section = module_widget.dependencies
+    monkeypatch.setattr(section.installer, "makePlan", lambda deep=True: planWith(
+        planner.Step("torch", "pytorchutils", "PyTorch is missing")))
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # the PyTorch extension is not installed
+    click(section.collapsible)
+    click(section.installButton)
+    assert "- torch: PyTorch (through the PyTorch extension" in dialogs.shown[0].text
+    error = dialogs.shown[-1]
+    assert error.text == "The PyTorch extension is not installed." and "Extensions Manager" in error.detailedText
+    assert section.statusLabel.text.startswith("The PyTorch extension is not installed.\nInstall 'PyTorch'")
+
+
+def test_an_install_interrupted_by_a_restart_continues_and_reports_a_failed_verification(
+        slicer_app, dialogs, qtbot, monkeypatch, slicerPackaging, tmp_path):
+    """After the restart: the section opens by itself, says what remains, and Install continues from there.
+    Here the Python that runs umamba lacks it, so the final verification fails and says why."""
+    import os
+    import UMambaSegmentation
+    from UMambaSegmentationLib import DependencyInstaller as DI
+    tinyWheel(slicerPackaging.wheels, "umambatinydep", "0.1")
+    steps = [nnunetLikeStep("umambatinydep").to_dict(), {"name": "verify", "action": "verify", "reason": "check"}]
+    DI.savePending(DI.pendingFilePath(os.path.dirname(slicer_app.slicerUserSettingsFilePath)), steps, "restart")
+    bare = tmp_path / "python"  # Slicer's Python without umamba: isolated mode, no site-packages
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")
+    bare.chmod(0o755)
+    monkeypatch.setenv("UMAMBA_SLICER_PYTHON", str(bare))
+    widget = UMambaSegmentation.UMambaSegmentationWidget()
+    widget.setup()
+    qtbot.addWidget(widget.parent)
+    widget.parent.show()
+    section = widget.dependencies
+    assert not section.collapsible.collapsed
+    assert section.statusLabel.text.startswith("An installation was interrupted by a restart; 2 step(s) remain.")
+    click(section.installButton)
+    assert "- nnunetv2: umambatinydep" in dialogs.shown[0].text
+    assert (slicerPackaging.site / "umambatinydep").is_dir()
+    assert section.statusLabel.text.startswith("Verification failed: ")
+    assert section.installer.pendingSteps() == []  # done: nothing left to resume
+    widget.cleanup()
