@@ -3,6 +3,7 @@
 
 import os
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -88,7 +89,24 @@ def test_segment_cancel_and_retry_after_an_error(module_widget, dialogs, qtbot, 
     qtbot.waitUntil(lambda: not job.runner.isRunning() and not os.path.exists(job.tempDir), timeout=20_000)
     assert segmentationNodes(slicer.mrmlScene) == []
 
-    # the second click after the error and the cancel works: a named segmentation next to the volume
+    # the user closes the module (or Slicer) during a run: the process ends, nothing is left
+    click(ui.segmentButton)
+    job = panel.presenter.job
+    qtbot.waitUntil(lambda: job.runner is not None and job.runner.isRunning())
+    module_widget.cleanup()
+    assert not job.runner.isRunning() and not os.path.exists(job.tempDir)
+    assert segmentationNodes(slicer.mrmlScene) == []
+
+    # opened again, the second click after the error and the cancel works: a named segmentation next to the volume
+    import UMambaSegmentation
+    module_widget = UMambaSegmentation.UMambaSegmentationWidget()
+    module_widget.setup()
+    qtbot.addWidget(module_widget.parent)
+    module_widget.parent.show()
+    ui, panel = module_widget.ui, module_widget.panel
+    assert ui.modelSelector.currentText == modelNames(ui)[0]
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    ui.deviceComboBox.setCurrentText("cpu")
     click(ui.segmentButton)
     assert ui.segmentButton.text == "Cancel"
     qtbot.waitUntil(lambda: panel.presenter.state in ("done", "failed"), timeout=RUN_TIMEOUT_MS)
@@ -102,6 +120,40 @@ def test_segment_cancel_and_retry_after_an_error(module_widget, dialogs, qtbot, 
     assert "Finished." in ui.logTextEdit.toPlainText()
     assert not os.path.exists(job.tempDir)
     assert [d.text for d in dialogs.shown if "volume" in d.text.lower()]  # the error was also shown once
+    module_widget.cleanup()
+
+
+def test_python_without_umamba_and_a_store_that_cannot_be_written(module_widget, dialogs, qtbot, monkeypatch,
+                                                                   trained_tiny_model, tmp_path):
+    import slicer
+    from UMambaSegmentationLib.ModelStore import CARD_FILE
+    ui, panel = module_widget.ui, module_widget.panel
+    # a store that cannot be written (its path runs through a file): importing says so, nothing else changes
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    ui.storePathLineEdit.currentPath = str(blocker / "models")
+    importFolder(module_widget, qtbot, monkeypatch, trained_tiny_model)
+    assert dialogs.shown[-1].text.startswith("Could not import the model: ")
+    assert str(blocker / "models") in dialogs.shown[-1].text and modelNames(ui) == []
+
+    # Slicer's Python without umamba: Segment fails with a message that says to install the dependencies
+    store = tmp_path / "store"
+    shutil.copytree(trained_tiny_model, store / trained_tiny_model.name)
+    (store / trained_tiny_model.name / CARD_FILE).write_text('{"name": "tiny"}')
+    ui.storePathLineEdit.currentPath = str(store)
+    assert modelNames(ui) == ["tiny"]
+    bare = tmp_path / "python"  # isolated mode, no site-packages: umamba cannot be imported
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")
+    bare.chmod(0o755)
+    monkeypatch.setenv("UMAMBA_SLICER_PYTHON", str(bare))
+    ui.inputVolumeSelector.setCurrentNode(phantomVolume(slicer.mrmlScene))
+    shown = len(dialogs.shown)
+    click(ui.segmentButton)
+    qtbot.waitUntil(lambda: not panel.presenter.isRunning(), timeout=RUN_TIMEOUT_MS)
+    assert panel.presenter.state == "failed" and "install the dependencies" in ui.errorLabel.text.lower()
+    qtbot.waitUntil(lambda: len(dialogs.shown) > shown)
+    assert "umamba" in dialogs.shown[-1].detailedText  # the log tail: No module named umamba
+    assert segmentationNodes(slicer.mrmlScene) == [] and not os.path.exists(panel.presenter.job.tempDir)
 
 
 def test_import_zip_delete_and_bad_models(module_widget, dialogs, qtbot, monkeypatch, trained_tiny_model, tmp_path):
