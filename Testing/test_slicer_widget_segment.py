@@ -249,3 +249,17 @@ def test_two_channel_model_asks_for_a_second_volume(module_widget, dialogs, qtbo
     (Path(panel.store.folder) / "one" / CARD_FILE).write_text('{"name": "one"}')
     panel.refreshModels(select="one")
     assert panel.extraChannelSelectors == [] and ui.extraChannelsWidget.isHidden()
+
+
+def test_module_description_and_console_logic(slicer_app, tmp_path):
+    """What Slicer reads from the module class, and the logic offered to Slicer's Python console."""
+    import types
+    import slicer
+    import UMambaSegmentation
+    parent = types.SimpleNamespace()
+    UMambaSegmentation.UMambaSegmentation(parent)
+    assert parent.title == "UMamba Segmentation" and parent.categories == ["Segmentation"]
+    assert parent.dependencies == [] and "U-Mamba" in parent.acknowledgementText and "Segment" in parent.helpText
+    logic = UMambaSegmentation.UMambaSegmentationLogic()
+    assert logic.segmentationLogic().scene is slicer.mrmlScene
+    assert logic.modelStore(str(tmp_path)).folder == str(tmp_path)
