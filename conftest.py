@@ -19,7 +19,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-# -- a tiny trained U-Mamba model (helper H3a) ------------------------------------------------------------------------
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (`pytestmark = pytest.mark.usefixtures("one_thread")`): on tiny tensors
+    thread start-up costs more than it saves, and much more on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- a tiny trained U-Mamba model -------------------------------------------------------------------------------------
 # One synthetic phantom dataset per test session, planned and trained through the real `umamba` command line.
 TINY_DATASET = "Dataset990_TinyPhantom"
 
@@ -79,3 +91,38 @@ def trained_tiny_model(tiny_workspace) -> Path:
     model = (tiny_workspace / "nnUNet_results" / TINY_DATASET / "nnUNetTrainerUMambaBot__nnUNetPlans__3d_fullres")
     assert (model / "fold_all" / "checkpoint_final.pth").is_file(), proc.stderr[-3000:]
     return model
+
+
+# -- another Python: Slicer >= 5.10 runs Python 3.12 ------------------------------------------------------------------
+def find_python(version: str = "3.12") -> tuple[str | None, str]:
+    """(an interpreter of `version` on this machine, where it was found) or (None, every place looked at):
+    PATH (pythonX.Y), pyenv's versions (PYENV_ROOT or ~/.pyenv), uv's managed Pythons (`uv python find`, and
+    UV_PYTHON_INSTALL_DIR or ~/.local/share/uv/python)."""
+    import glob
+    import shutil
+    import subprocess
+    import sys
+
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
+        return sys.executable, "the interpreter running the tests"
+    candidates = [(shutil.which(f"python{version}"), f"python{version} on PATH")]
+    pyenv = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
+    candidates += [(p, "pyenv") for p in sorted(glob.glob(f"{pyenv}/versions/{version}*/bin/python{version}"))]
+    uv = shutil.which("uv")
+    if uv:
+        try:
+            found = subprocess.run([uv, "python", "find", "--no-python-downloads", version], capture_output=True,
+                                   text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            found = ""
+        candidates.append((found or None, "uv python find"))
+    uv_dir = os.environ.get("UV_PYTHON_INSTALL_DIR") or str(Path.home() / ".local" / "share" / "uv" / "python")
+    candidates += [(p, "uv") for p in sorted(glob.glob(f"{uv_dir}/cpython-{version}*/bin/python{version}"))]
+    for path, where in candidates:
+        if path and os.access(path, os.X_OK):
+            probe = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                   capture_output=True, text=True)
+            if probe.stdout.strip() == version:
+                return path, where
+    return None, (f"no Python {version} found: looked for python{version} on PATH, in {pyenv}/versions, "
+                  f"{'with `uv python find`, ' if uv else '(no uv on PATH), '}and in {uv_dir}")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import find_python
 from test_slicer_helpers import MODULE_DIR, REPO
 
-PYTHON312 = Path.home() / ".pyenv" / "versions" / "3.12.1" / "bin" / "python"
+PYTHON312, PYTHON312_SOURCE = find_python("3.12")  # the source says where it was looked for when it is None
 # Slicer's catalog entry schema v1.0.1, as published in Slicer/Slicer at Schemas/slicer-extension-catalog-entry-
 # schema-v1.0.1.json (commit 0e8d0c4a): the constraints are restated here so the test runs offline.
 CATALOG_SCHEMA = {
@@ -37,8 +38,8 @@ SLICER_PROVIDED = {"slicer", "qt", "ctk", "vtk", "numpy", "UMambaSegmentationLib
 
 
 def module_files():
-    """Files of the module folder that are part of the project: committed ones (work in progress of other
-    helpers joins the check once committed), or every file when this is not a git checkout."""
+    """Files of the module folder that are part of the project: committed ones (work in progress joins the
+    check once committed), or every file when this is not a git checkout."""
     result = subprocess.run(["git", "ls-files", "--cached", "."], cwd=MODULE_DIR, capture_output=True, text=True)
     if result.returncode == 0 and result.stdout.strip():
         return {line for line in result.stdout.splitlines() if (MODULE_DIR / line).is_file()}
@@ -92,7 +93,7 @@ def module_python_files():
     return sorted(p for p in MODULE_DIR.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-@pytest.mark.skipif(not PYTHON312.exists(), reason="pyenv Python 3.12 not installed")
+@pytest.mark.skipif(PYTHON312 is None, reason=PYTHON312_SOURCE)
 def test_module_files_compile_with_python_3_12(tmp_path):
     # Slicer >= 5.10 runs Python 3.12: each file must compile there (without writing __pycache__ into the tree).
     code = ("import py_compile, sys\n"
@@ -103,7 +104,7 @@ def test_module_files_compile_with_python_3_12(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.skipif(not PYTHON312.exists(), reason="pyenv Python 3.12 not installed")
+@pytest.mark.skipif(PYTHON312 is None, reason=PYTHON312_SOURCE)
 def test_qt_free_logic_imports_on_python_3_12_without_slicer():
     # The Qt-free, scene-free parts import with a bare Python 3.12 (no torch, no umamba, no slicer).
     code = ("import sys; sys.path.insert(0, sys.argv[1])\n"

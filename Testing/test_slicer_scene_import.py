@@ -113,3 +113,16 @@ def test_voxel_array_of_a_vector_volume_keeps_components():
     scene = newScene()
     node = addVolume(scene, np.zeros((2, 3, 4, 3), np.float32), "rgb", components=3)
     assert voxelArray(node).shape == (2, 3, 4, 3)
+
+
+def test_a_truncated_label_file_is_refused_by_name(tmp_path):
+    """ITK would read the cut file with the missing voxels set to zero; the import names the file instead."""
+    from UMambaSegmentationLib.Errors import UserFacingError
+
+    path = tmp_path / "labels.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((20, 20, 20), np.uint8), np.eye(4)), str(path))
+    assert readLabelmap(path).GetImageData() is not None
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(UserFacingError, match="truncated") as info:
+        readLabelmap(path)
+    assert str(path) in str(info.value)

@@ -96,6 +96,8 @@ class DependenciesSection:
             if detail.get("ok"):
                 self.statusLabel.text = (f"Verified: a Mamba layer ran on {detail['device']} with the "
                                          f"{detail['backend']} backend (torch {detail['torch']}).")
+                if detail.get("summary"):  # per device: the scan for training and inference, and why
+                    self.statusLabel.text += "\n" + detail["summary"]
                 if plan is None or any(s.action == "pending" for s in plan.steps):
                     self.statusLabel.text += " Press 'Check' to see whether a Mamba CUDA kernel fits now."
             else:

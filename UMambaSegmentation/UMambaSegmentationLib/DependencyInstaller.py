@@ -52,6 +52,16 @@ def bundledVersion(bundle):
     return m.group(1) if m else None
 
 
+def bundleTools(bundle):
+    """umamba/install/bundle.py of the carried package (content hashes), loaded by path: the installed umamba, if
+    any, may be older than the carried one."""
+    path = os.path.join(bundle, "src", "umamba", "install", "bundle.py")
+    spec = importlib.util.spec_from_file_location("umamba_carried_bundle", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def importInstallTools(bundle):
     """(probe, planner) modules of umamba.install — from the installed umamba, else from the carried source
     (both torch-free, so importing them inside Slicer changes nothing)."""
@@ -203,7 +213,12 @@ class DependencyInstaller:
         options = planner.PlanOptions(bundled_umamba=self.bundle,
                                       bundled_version=bundledVersion(self.bundle) if self.bundle else None,
                                       python=self.calls.pythonExecutable)
-        return planner.make_plan(p, options)
+        missing = None
+        if self.bundle:
+            options.bundled_state = bundleTools(self.bundle).installed_state(self.bundle)
+            if hasattr(planner.PlanOptions, "bundled_state"):  # an older installed umamba plans by version only
+                missing = probe.unmet_umamba_requirements(self.bundle)  # umamba goes in with --no-deps
+        return planner.make_plan(p, options, missing)
 
     @staticmethod
     def actionableSteps(plan):
@@ -245,10 +260,16 @@ class DependencyInstaller:
                 return ("done", self.verify())
             self.calls.log(f"Installing {step['name']}: {step['reason']}")
             before, importedBefore = installedVersions(), set(sys.modules)
+            if step["name"] == "umamba" and self.bundle:
+                self._umambaLoaded = bundleTools(self.bundle).loaded_hash()
             self._runStep(step)
             remaining = remaining[1:]
             # only what was imported BEFORE the step counts: PyTorchUtils imports the torch it just installed
             changed = changedImportedPackages(before, installedVersions(), importedBefore)
+            if step["name"] == "umamba" and self.bundle:
+                # the installer itself loaded umamba.install: restart only if that code differs from what was installed
+                stale = self._umambaLoaded not in (None, bundleTools(self.bundle).bundled_hash(self.bundle))
+                changed = [c for c in changed if c != "umamba"] + (["umamba"] if stale else [])
             if changed:
                 savePending(self.pendingPath, remaining, f"restart after {step['name']} changed {changed}")
                 return ("restart", changed)
@@ -265,6 +286,7 @@ class DependencyInstaller:
                 copy = os.path.join(tmp, "umamba")
                 shutil.copytree(self.bundle, copy, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__",
                                                                                   "build", "tests"))
+                bundleTools(self.bundle).stamp(copy)  # its content hash, read by the next plan
                 self.calls.pipInstall([copy if a == self.bundle else a for a in step["pip_args"]])
         elif action == "pip":
             protect = step.get("protect") or []

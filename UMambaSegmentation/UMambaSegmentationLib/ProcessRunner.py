@@ -7,6 +7,8 @@ Events are dicts. Lines on stdout that parse as `--progress-json` events (umamba
 they are; two kinds are added here, with names umamba never uses:
 - `{"event": "output", "message": line}`    one line the process wrote on stderr (nnU-Net, torch, tracebacks)
 - `{"event": "process_exit", "returncode": rc, "cancelled": bool}`    always the last event
+When the process ends unsuccessfully without an `error` or `done` event of its own (killed by the system, e.g. the
+out-of-memory killer's SIGKILL), an `error` event saying so is added before `process_exit`.
 
 Cancel stops the whole process tree: nnU-Net starts worker processes (multiprocessing pools for preprocessing
 and export), so killing only the direct child would leave orphans holding memory and files. The child is started
@@ -113,6 +115,7 @@ class ProcessRunner:
         self._queue = queue.Queue()
         self._threads = []
         self._exitReported = False
+        self._sawFinalEvent = False
 
     # -- start -----------------------------------------------------------------------------------------------------
     def start(self):
@@ -151,6 +154,7 @@ class ProcessRunner:
     def _onStdout(self, line):
         event = parseEventLine(line)
         if event is not None:
+            self._sawFinalEvent = self._sawFinalEvent or event["event"] in ("done", "error")
             self._queue.put(event)
         elif line.strip():  # stray text on stdout: still worth showing in the log
             self._queue.put({"event": "output", "message": line})
@@ -180,8 +184,24 @@ class ProcessRunner:
             self.returncode = self._process.returncode
             self._exitReported = True
             _liveRunners.discard(self)
+            if self.returncode != 0 and not self.cancelled and not self._sawFinalEvent:
+                events.append(self._exitError(self.returncode))
             events.append({"event": "process_exit", "returncode": self.returncode, "cancelled": self.cancelled})
         return events
+
+    @staticmethod
+    def _exitError(returncode):
+        """The `error` event of a process that could not write its own (a signal ended it, or a crash)."""
+        if returncode < 0:
+            try:
+                name = signal.Signals(-returncode).name
+            except ValueError:
+                name = f"signal {-returncode}"
+            cause = " (the system stops a process this way when memory runs out)" if name == "SIGKILL" else ""
+            return {"event": "error", "message": f"The umamba process was stopped by {name}{cause}.",
+                    "hint": "If memory ran out, use a smaller patch, a 2d configuration or a GPU.", "signal": name}
+        return {"event": "error", "message": f"The umamba process ended with exit code {returncode} without a message.",
+                "hint": "The log shows its last output."}
 
     def wait(self, timeout=None):
         """Block until the process ends (tests, command-line use); returns all events."""

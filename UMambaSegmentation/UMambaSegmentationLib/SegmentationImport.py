@@ -30,6 +30,16 @@ def writeVolume(volumeNode, path):
 
 def readLabelmap(path):
     """A label file as a vtkMRMLLabelMapVolumeNode that is NOT in any scene (so a failure leaves no trace)."""
+    # ITK reads a truncated file with the missing voxels set to zero: check it first. umamba's integrity check is
+    # standard-library code (no torch); where umamba is not installed in this Python the storage node decides alone.
+    try:
+        from umamba.intake.integrity import integrity_problem
+    except ImportError:
+        integrity_problem = None
+    problem = integrity_problem(path) if integrity_problem else None
+    if problem:
+        raise UserFacingError(f"The predicted label file {path} {problem}.",
+                              "Run the segmentation again; check that the temporary folder has free space.")
     node = slicer.vtkMRMLLabelMapVolumeNode()
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))

@@ -32,6 +32,7 @@ class SegmentationOptions:
     disableTta: bool = False  # mirroring off: about 4x (2D) to 8x (3D) faster, slightly less accurate
     stepSize: float = 0.5     # sliding-window step as a fraction of the patch; larger is faster
     folds: tuple = ()         # empty: every trained fold of the model
+    compute: object = None    # RemoteCompute.ComputeTarget; None or local: this computer
 
 
 def validateInputs(model, volumeNodes):
@@ -111,10 +112,17 @@ class SegmentationJob:
         self.keepTemporaryFiles = False
 
     # -- start -----------------------------------------------------------------------------------------------------
+    def _remote(self):
+        return self.options.compute is not None and self.options.compute.isRemote
+
     def command(self, inputFiles, outputFile):
-        args = ["predict", "-i", *inputFiles, "-o", outputFile, "-m", self.model.folder,
-                "-f", *(self.options.folds or self.model.folds), "--checkpoint", self.model.checkpointName(),
-                "--step-size", f"{self.options.stepSize:g}"]
+        if self._remote():  # the model is one of the server's (by name); the server picks its checkpoint
+            args = ["predict", "-i", *inputFiles, "-o", outputFile, "-m", self.model.name,
+                    "-f", *(self.options.folds or self.model.folds), *self.options.compute.arguments()]
+        else:
+            args = ["predict", "-i", *inputFiles, "-o", outputFile, "-m", self.model.folder,
+                    "-f", *(self.options.folds or self.model.folds), "--checkpoint", self.model.checkpointName()]
+        args += ["--step-size", f"{self.options.stepSize:g}"]
         if self.options.device and self.options.device != "auto":
             args += ["--device", self.options.device]
         if self.options.disableTta:
@@ -130,7 +138,8 @@ class SegmentationJob:
                 writeVolume(node, path)
                 inputFiles.append(path)
             self.outputFile = os.path.join(self.tempDir, "prediction", "case.nii.gz")
-            self.runner = ProcessRunner(self.command(inputFiles, self.outputFile)).start()
+            env = self.options.compute.environment() if self._remote() else None
+            self.runner = ProcessRunner(self.command(inputFiles, self.outputFile), env=env).start()
         except Exception:
             self._removeTemp()
             raise

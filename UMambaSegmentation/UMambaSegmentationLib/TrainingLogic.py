@@ -66,8 +66,8 @@ def validateSettings(settings):
 class _Step:
     """One background `umamba` command of a job."""
 
-    def __init__(self, command):
-        self.runner = ProcessRunner(command).start()
+    def __init__(self, command, env=None):
+        self.runner = ProcessRunner(command, env=env).start()
         self.error = None
 
     def lastLines(self):
@@ -127,8 +127,9 @@ def _exitError(command, event, step):
 class TrainingJob:
     """A run from its current stage to the end. `status`: running, succeeded, failed (`error`), cancelled."""
 
-    def __init__(self, state, scene, pythonExecutable=None, resume=False):
+    def __init__(self, state, scene, pythonExecutable=None, resume=False, compute=None):
         self.state = state
+        self.compute = compute  # RemoteCompute.ComputeTarget: plan and train run on a server
         self.pythonExecutable = pythonExecutable
         self.store = ModelStore(state.settings.modelStoreFolder or None)
         self.resume = resume
@@ -155,24 +156,31 @@ class TrainingJob:
                 args += ["--channel-names", s.channelNames]
         elif stage == "plan":
             args = ["plan", str(self.state.datasetId), "-c", s.configuration, *workspace]
+        elif stage == "train" and self._remote():
+            return self._remoteTrainCommand()
         elif stage == "train":
-            args = ["train", str(self.state.datasetId), s.configuration, str(s.fold), "-tr", s.variant,
-                    "--epochs", str(int(s.epochs)), *workspace]
-            if s.iterationsPerEpoch:
-                args += ["--iterations-per-epoch", str(int(s.iterationsPerEpoch))]
-            if s.valIterations:
-                args += ["--val-iterations", str(int(s.valIterations))]
-            if s.device and s.device != "auto":
-                args += ["--device", s.device]
-            if str(s.fold) == "all":
-                # With fold 'all' the validation cases are the training cases: nnU-Net's final sliding-window
-                # validation would only re-predict the training set, at the cost of minutes to hours.
-                args.append("--no-final-validation")
+            args = ["train", str(self.state.datasetId), s.configuration, str(s.fold), *self._trainOptions(),
+                    *workspace]
             if self.resume:
                 args.append("--continue")  # umamba starts fresh when no checkpoint exists yet
         else:
             raise ValueError(stage)
         return umambaCommand(args, self.pythonExecutable)
+
+    def _trainOptions(self):
+        s = self.state.settings
+        args = ["-tr", s.variant, "--epochs", str(int(s.epochs))]
+        if s.iterationsPerEpoch:
+            args += ["--iterations-per-epoch", str(int(s.iterationsPerEpoch))]
+        if s.valIterations:
+            args += ["--val-iterations", str(int(s.valIterations))]
+        if s.device and s.device != "auto":
+            args += ["--device", s.device]
+        if str(s.fold) == "all":
+            # With fold 'all' the validation cases are the training cases: nnU-Net's final sliding-window
+            # validation would only re-predict the training set, at the cost of minutes to hours.
+            args.append("--no-final-validation")
+        return args
 
     # -- running ---------------------------------------------------------------------------------------------------
     def start(self):
@@ -189,7 +197,21 @@ class TrainingJob:
             self.step = self.store.importJob(self.state.modelFolder, name=self._modelName(),
                                              pythonExecutable=self.pythonExecutable)
         else:
-            self.step = _Step(self.command(stage))
+            self.step = _Step(self.command(stage), env=self.compute.environment() if self._remote() else None)
+
+    # -- on a server: the dataset is checked and written here (import), then `umamba train --server` sends it,
+    # the server plans and trains it, and the client puts the model into the local store (no plan/register step)
+    def _remote(self):
+        return self.compute is not None and self.compute.isRemote
+
+    def _remoteTrainCommand(self):
+        s = self.state.settings
+        dataset = os.path.join(s.trainingFolder, "nnUNet_raw", self.state.dataset)
+        args = ["train", dataset, s.configuration, str(s.fold), *self._trainOptions(), "--store", self.store.folder,
+                *self.compute.arguments()]
+        if self.resume and self.state.remoteJob:
+            args += ["--job", self.state.remoteJob]  # follow the server's job again: it went on without us
+        return umambaCommand(args, self.pythonExecutable)
 
     def _modelName(self):
         taken = {m.name for m in self.store.models()}
@@ -227,6 +249,9 @@ class TrainingJob:
             elif kind == "checkpoint" and stage == "train" and isinstance(event.get("epoch"), int):
                 self.state.lastCheckpointEpoch = event["epoch"]
                 self.state.save()
+            elif kind == "log" and event.get("job") and stage == "train" and self._remote():
+                self.state.remoteJob = str(event["job"])
+                self.state.save()
             elif kind == "done":
                 self._stageDone(stage, event)
             elif kind == "process_exit":
@@ -245,9 +270,13 @@ class TrainingJob:
             self.state.labels = list((event.get("labels") or {}).keys())
         elif stage == "train":
             self.state.modelFolder = str(event.get("model_folder") or (event.get("outputs") or [""])[0])
+            if self._remote():
+                self.state.modelName = str(event.get("model") or "")
 
     def _advance(self):
         nextStage = STAGES[STAGES.index(self.state.stage) + 1]
+        while self._remote() and nextStage in ("plan", "register"):  # the server plans; the client registers
+            nextStage = STAGES[STAGES.index(nextStage) + 1]
         self.state.stage = nextStage
         self.resume = False
         if nextStage == "finished":
@@ -287,10 +316,11 @@ class TrainingJob:
 
 
 class TrainingLogic:
-    def __init__(self, scene, pythonExecutable=None, storeFolder=None):
+    def __init__(self, scene, pythonExecutable=None, storeFolder=None, compute=None):
         self.scene = scene
         self.pythonExecutable = pythonExecutable
         self.storeFolder = storeFolder
+        self.compute = compute  # RemoteCompute.ComputeTarget (None: this computer)
 
     def inspect(self, source, channelNames=""):
         if not source or not os.path.isdir(source):
@@ -302,7 +332,7 @@ class TrainingLogic:
         validateSettings(settings)
         if not settings.modelStoreFolder and self.storeFolder:
             settings.modelStoreFolder = self.storeFolder
-        return TrainingJob(RunState.new(settings), self.scene, self.pythonExecutable).start()
+        return TrainingJob(RunState.new(settings), self.scene, self.pythonExecutable, compute=self.compute).start()
 
     def exportSceneCases(self, trainingFolder):
         """Write every segmentation of the scene with its volume (scenePairs) into a new folder under the training
@@ -334,7 +364,7 @@ class TrainingLogic:
             raise
         if not settings.modelStoreFolder and self.storeFolder:
             settings.modelStoreFolder = self.storeFolder
-        return TrainingJob(state, self.scene, self.pythonExecutable).start()
+        return TrainingJob(state, self.scene, self.pythonExecutable, compute=self.compute).start()
 
     def resume(self, state):
         """Continue a cancelled, failed or interrupted run from its stage (training from its last checkpoint)."""
@@ -344,7 +374,8 @@ class TrainingLogic:
             raise UserFacingError(f"The run {state.runId} has finished; there is nothing to resume.",
                                   "Start a new training instead.")
         resumeTraining = state.stage == "train"
-        return TrainingJob(state, self.scene, self.pythonExecutable, resume=resumeTraining).start()
+        return TrainingJob(state, self.scene, self.pythonExecutable, resume=resumeTraining,
+                           compute=self.compute).start()
 
     @staticmethod
     def runs(trainingFolder):

@@ -56,6 +56,7 @@ class RunState:
     lastCheckpointEpoch: int = 0
     modelFolder: str = ""
     modelName: str = ""                # name in the model store once registered
+    remoteJob: str = ""                # the server's job id when training on a server (to follow it again)
     message: str = ""                  # last error or cancel note
 
     # -- files -----------------------------------------------------------------------------------------------------

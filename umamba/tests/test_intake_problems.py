@@ -25,12 +25,7 @@ def problems_by_case(exc: IntakeError) -> dict[str, str]:
 @pytest.fixture
 def bad_folder(tmp_path):
     """Two good cases and one of each kind of bad case, in one side-by-side folder."""
-    src = tmp_path / "bad"
-    src.mkdir()
-    for i in range(2):
-        image, label = case_arrays(i)
-        write_image(src / f"good{i}.nii.gz", image)
-        write_image(src / f"good{i}_seg.nii.gz", label)
+    src = write_pairs(tmp_path / "bad", 2, image="good{i}.nii.gz", label="good{i}_seg.nii.gz")
     image, label = case_arrays(5)
     write_image(src / "shifted.nii.gz", image)
     write_image(src / "shifted_seg.nii.gz", label, origin=(0.0, 0.0, 6.0))        # 3 slices off
@@ -98,60 +93,62 @@ def test_command_line_reports_problems_as_one_error_event(bad_folder, tmp_path):
     assert (tmp_path / "ws" / "nnUNet_raw" / "Dataset501_Good" / "dataset.json").is_file()
 
 
-def test_segment_name_with_two_values_and_single_case(tmp_path):
-    src = tmp_path / "dup"
-    src.mkdir()
-    a = np.zeros(SHAPE, bool)
+def write_pairs(src, n, image="c{i}.nii.gz", label="c{i}_seg.nii.gz", seed=0):
+    """`n` image/label pairs (case_arrays(seed + i)) named by the patterns; returns src."""
+    src.mkdir(exist_ok=True)
+    for i in range(n):
+        image_array, label_array = case_arrays(seed + i)
+        if image:
+            write_image(src / image.format(i=i), image_array)
+        if label:
+            write_image(src / label.format(i=i), label_array)
+    return src
+
+
+def two_segments_named_alike(src):
+    a, b = np.zeros(SHAPE, bool), np.zeros(SHAPE, bool)
     a[1:3, 1:3, 1:3] = True
-    b = np.zeros(SHAPE, bool)
     b[5:7, 5:7, 5:7] = True
-    write_image(src / "one.nrrd", case_arrays(1)[0])
+    write_pairs(src, 1, image="one.nrrd", label=None, seed=1)
     write_slicer_segmentation(src / "one.seg.nrrd", [("tumor", a), ("tumor", b)])
-    with pytest.raises(IntakeError) as caught:
-        inspect_source(src)
-    found = problems_by_case(caught.value)
-    assert "label name 'tumor' is mapped to two values" in found["one"]
-    assert "found 1 case with both image and label; training needs at least 2" in found["(dataset)"]
 
 
-def test_label_names_file_with_a_name_on_two_values(tmp_path):
-    src = tmp_path / "names"
-    src.mkdir()
-    for i in range(2):
-        image, label = case_arrays(i)
-        write_image(src / f"c{i}.nii.gz", image)
-        write_image(src / f"c{i}_label.nii.gz", label)
+def label_names_file_naming_two_values_alike(src):
+    write_pairs(src, 2, label="c{i}_label.nii.gz")
     (src / "labels.json").write_text(json.dumps({"1": "tumor", "2": "tumor"}))
-    with pytest.raises(IntakeError, match="label name 'tumor' is mapped to two values"):
-        inspect_source(src)
 
 
-def test_missing_channel_file_and_mixed_label_kinds(tmp_path):
-    src = tmp_path / "channels"
+def missing_channel_and_mixed_label_kinds(src):
+    write_pairs(src, 3, image="c{i}_t1.nii.gz", label=None)
+    for i in (0, 2):
+        write_image(src / f"c{i}_t2.nii.gz", case_arrays(i)[0])
+    write_image(src / "c0_seg.nii.gz", case_arrays(0)[1])
+    write_image(src / "c1_seg.nii.gz", case_arrays(1)[1])
+    write_slicer_segmentation(src / "c2.seg.nrrd", [("x", case_arrays(2)[1] == 1)])
+
+
+@pytest.mark.parametrize("build, expected", [
+    (two_segments_named_alike, {"one": "label name 'tumor' is mapped to two values",
+                                "(dataset)": "found 1 case with both image and label; training needs at least 2"}),
+    (label_names_file_naming_two_values_alike, {None: "label name 'tumor' is mapped to two values"}),
+    (missing_channel_and_mixed_label_kinds, {
+        "c1": "missing: t2",
+        "(dataset)": "some labels are Slicer segmentations (c2) and others plain label maps"}),
+], ids=["segment-name-twice", "label-names-file", "missing-channel-mixed-labels"])
+def test_folder_problem_is_reported(tmp_path, build, expected):
+    """`expected`: case -> words in that case's problems (None: anywhere in the report)."""
+    src = tmp_path / "src"
     src.mkdir()
-    for i in range(3):
-        image, label = case_arrays(i)
-        write_image(src / f"c{i}_t1.nii.gz", image)
-        if i != 1:
-            write_image(src / f"c{i}_t2.nii.gz", image)
-        if i == 2:
-            write_slicer_segmentation(src / f"c{i}.seg.nrrd", [("x", label == 1)])
-        else:
-            write_image(src / f"c{i}_seg.nii.gz", label)
+    build(src)
     with pytest.raises(IntakeError) as caught:
         inspect_source(src)
     found = problems_by_case(caught.value)
-    assert "missing: t2" in found["c1"]
-    assert "some labels are Slicer segmentations (c2) and others plain label maps" in found["(dataset)"]
+    for case, words in expected.items():
+        assert words in (found[case] if case else str(caught.value)), (case, found)
 
 
 def test_a_failure_while_writing_leaves_no_partial_dataset(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(3):
-        image, label = case_arrays(i)
-        write_image(src / f"c{i}.nrrd", image)
-        write_image(src / f"c{i}_seg.nrrd", label)
+    src = write_pairs(tmp_path / "src", 3, image="c{i}.nrrd", label="c{i}_seg.nrrd")
     plan = inspect_source(src)
     (src / "c2.nrrd").write_bytes(b"NRRD0004\ntruncated")  # the file breaks after the check
     raw = tmp_path / "raw"
@@ -161,12 +158,7 @@ def test_a_failure_while_writing_leaves_no_partial_dataset(tmp_path):
 
 
 def test_a_partial_folder_of_a_killed_import_is_removed_by_the_next(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(2):
-        image, label = case_arrays(i)
-        write_image(src / f"c{i}.nii.gz", image)
-        write_image(src / f"c{i}_seg.nii.gz", label)
+    src = write_pairs(tmp_path / "src", 2)
     raw = tmp_path / "raw"
     dead = subprocess.Popen(["true"])  # a process that has ended: its pid no longer runs
     dead.wait()

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from umamba.mamba import Mamba
 from umamba.mamba import scan_portable
+from umamba.mamba.scan_ref import selective_scan_ref
 
-# docs/umamba-architecture.md §8: key -> shape as a function of (E, N, d, R, W)
+# docs/architecture.md, "The Mamba block": key -> shape as a function of (E, N, d, R, W)
 SPEC = {
     "A_log": lambda E, N, d, R, W: (E, N),
     "D": lambda E, N, d, R, W: (E,),
@@ -57,7 +58,7 @@ def test_initialisation_follows_mamba_simple():
 
 
 def reference_mamba(p: dict, h: torch.Tensor, d_state: int, dt_rank: int) -> torch.Tensor:
-    """Mamba v1 forward written out step by step, independent of umamba's code paths."""
+    """Mamba v1 forward written out step by step, independent of the block's code paths (the scan: scan_ref)."""
     Bsz, L, _ = h.shape
     E = p["D"].shape[0]
     W = p["conv1d.weight"].shape[-1]
@@ -72,16 +73,11 @@ def reference_mamba(p: dict, h: torch.Tensor, d_state: int, dt_rank: int) -> tor
     x = conv * torch.sigmoid(conv)
     dbl = x @ p["x_proj.weight"].T
     dt, Bm, Cm = dbl[..., :dt_rank], dbl[..., dt_rank:dt_rank + d_state], dbl[..., dt_rank + d_state:]
-    v = dt @ p["dt_proj.weight"].T + p["dt_proj.bias"]
-    delta = torch.where(v > 20, v, torch.log1p(torch.exp(torch.clamp(v, max=20))))
+    v = dt @ p["dt_proj.weight"].T + p["dt_proj.bias"]                # delta = softplus(v)
     A = -torch.exp(p["A_log"])
-    state = torch.zeros(Bsz, E, d_state, dtype=h.dtype)
-    ys = []
-    for t in range(L):
-        state = torch.exp(delta[:, t, :, None] * A) * state + (delta[:, t] * x[:, t])[..., None] * Bm[:, t, None, :]
-        ys.append((state * Cm[:, t, None, :]).sum(-1) + p["D"] * x[:, t])
-    y = torch.stack(ys, dim=1) * (z * torch.sigmoid(z))
-    return y @ p["out_proj.weight"].T
+    y = selective_scan_ref(x.transpose(1, 2), v.transpose(1, 2), A, Bm.transpose(1, 2), Cm.transpose(1, 2), p["D"],
+                           z.transpose(1, 2), delta_softplus=True)  # (B, E, L), float64, y·SiLU(z)
+    return y.transpose(1, 2).to(h.dtype) @ p["out_proj.weight"].T
 
 
 def _rel(a, b):

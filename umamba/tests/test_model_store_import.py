@@ -23,6 +23,19 @@ DATASET_JSON = {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background
                 "numTraining": 5, "file_ending": ".nii.gz"}
 
 
+def write_checkpoint(path: Path, fold: str) -> None:
+    """A small checkpoint (import reads every checkpoint with the safe loader), told apart by its fold."""
+    import torch
+
+    torch.save({"network_weights": {"w": torch.zeros(2)}, "fold": fold}, path)
+
+
+def checkpoint_fold(path: Path) -> str:
+    from umamba.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)["fold"]
+
+
 def make_model_folder(results: Path, trainer="nnUNetTrainerUMambaBot", configuration="3d_fullres",
                       folds=("0", "1"), dataset="Dataset503_SpinalCord") -> Path:
     folder = results / dataset / f"{trainer}__nnUNetPlans__{configuration}"
@@ -34,7 +47,7 @@ def make_model_folder(results: Path, trainer="nnUNetTrainerUMambaBot", configura
     (folder / "dataset_fingerprint.json").write_text("{}")
     for f in folds:
         (folder / f"fold_{f}" / "validation").mkdir(parents=True)
-        (folder / f"fold_{f}" / "checkpoint_final.pth").write_bytes(b"weights of fold " + f.encode())
+        write_checkpoint(folder / f"fold_{f}" / "checkpoint_final.pth", f)
         (folder / f"fold_{f}" / "debug.json").write_text("{}")
         (folder / f"fold_{f}" / "validation" / "case_000.nii.gz").write_bytes(b"big prediction, not copied")
     return folder
@@ -67,7 +80,7 @@ def test_import_folder_round_trip(tmp_path):
     assert card["source"] == str(folder.resolve()) and card["dataset"] == "Dataset503_SpinalCord"
     model = store / name
     assert read_card(model) == card == list_models(store)[0]
-    assert (model / "fold_1" / "checkpoint_final.pth").read_bytes() == b"weights of fold 1"
+    assert checkpoint_fold(model / "fold_1" / "checkpoint_final.pth") == "1"
     assert not (model / "fold_0" / "validation" / "case_000.nii.gz").exists()  # predictions are left behind
     assert resolve_model(name, store) == model
     with pytest.raises(UserError, match="already has a model"):
@@ -87,7 +100,7 @@ def test_import_zip_with_two_configurations(tmp_path):
     assert sorted(c["name"] for c in cards) == ["cord_2d", "cord_3d_fullres"]
     enc = read_card(store / "cord_2d")
     assert (enc["trainer"], enc["variant"], enc["folds"]) == ("nnUNetTrainerUMambaEnc", "enc", ["all"])
-    assert (store / "cord_3d_fullres" / "fold_0" / "checkpoint_final.pth").read_bytes() == b"weights of fold 0"
+    assert checkpoint_fold(store / "cord_3d_fullres" / "fold_0" / "checkpoint_final.pth") == "0"
     [only] = import_model(archive, tmp_path / "store2", configuration="2d")
     assert only["name"] == "Dataset503_SpinalCord_UMambaEnc_2d"
     with pytest.raises(UserError, match="no model with configuration '3d_lowres'"):

@@ -1,4 +1,5 @@
-"""Parameter and state_dict key inventory of full-size U-Mamba networks (architecture spec §7).
+"""Parameter and state_dict key inventory of full-size U-Mamba networks (docs/architecture.md,
+"Checkpoint keys").
 
 The networks are built on the meta device: shapes and keys are real, no memory or init time is spent.
 """

@@ -6,12 +6,7 @@ import torch
 from umamba.nets import MambaLayer, build_network
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def record_dtypes(module, seen):

@@ -17,16 +17,8 @@ from umamba.nets import (
 )
 
 # nnU-Net's ConfigurationManager warns when it converts old-format plans; that conversion is what is tested here
-pytestmark = pytest.mark.filterwarnings("ignore:Detected old nnU-Net plans format")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: thread start-up costs more than it saves, and much more on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:Detected old nnU-Net plans format"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 KERNELS = [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]

@@ -10,13 +10,7 @@ from torch import nn
 from umamba.nets import MambaLayer, build_network, enc_mamba_modes, spec_from_plans, umamba_block_counts
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: thread start-up costs more than it saves, and much more on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_plans(dim, n_stages, patch, base=4, maximum=16, blocks=2):

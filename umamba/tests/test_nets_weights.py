@@ -9,12 +9,7 @@ from umamba.errors import UserError
 from umamba.nets import build_network, load_network_weights
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PLANS = {"configurations": {"3d_fullres": {
@@ -85,6 +80,12 @@ def test_mismatch_is_summarised_with_the_first_keys():
     with pytest.raises(UserError, match=r"4 with another shape: decoder\.seg_layers\.0\.weight \(5, 8, 1, 1, 1\) "
                                         r"vs \(3, 8, 1, 1, 1\)"):
         load_network_weights(make("bot", num_classes=3), state)
+    with pytest.raises(UserError) as info:
+        load_network_weights(make("bot", num_classes=3), state)
+    # the first mismatching key, both shapes, and no tensor values
+    assert ("decoder.seg_layers.0.weight has shape (5, 8, 1, 1, 1) in the checkpoint but (3, 8, 1, 1, 1) in the "
+            "network") in info.value.message
+    assert "tensor(" not in str(info.value)
     state = make("bot").state_dict()
     removed = [k for k in state if ".mamba." in k]
     for k in removed:

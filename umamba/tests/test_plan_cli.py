@@ -7,6 +7,7 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from conftest import run_umamba
@@ -43,7 +44,7 @@ def test_unknown_dataset_is_an_error_event(tmp_path):
     assert proc.returncode == 2
     (error,) = _events(proc.stdout)
     assert error["event"] == "error" and "'123' not found" in error["message"] and error["hint"]
-    assert list((tmp_path / "nnUNet_preprocessed").iterdir()) == []
+    assert not (tmp_path / "nnUNet_preprocessed").exists()  # a failing plan creates no folders
 
 
 def test_broken_raw_dataset_lists_every_problem_and_writes_nothing(tmp_path):
@@ -74,10 +75,27 @@ def test_broken_raw_dataset_lists_every_problem_and_writes_nothing(tmp_path):
     assert "phantom_002" in message and "non-integer" in message
     assert "phantom_003_0000.nii.gz is missing" in message
     assert "nothing was planned" in error["hint"]
-    assert list((tmp_path / "nnUNet_preprocessed").iterdir()) == []
+    assert not (tmp_path / "nnUNet_preprocessed").exists()  # a failing plan creates no folders
 
     # the same in human mode: the message on stderr, nothing on stdout but the stage line
     shutil.rmtree(tmp_path / "umamba_home", ignore_errors=True)
     human = run_umamba(["plan", "Dataset077_Broken"], tmp_path, timeout=120)
     assert human.returncode == 2 and "error: the raw dataset" in human.stderr and "-> fix these" in human.stderr
     assert "error" not in human.stdout
+
+
+@pytest.mark.slow
+def test_existing_splits_final_is_kept(tiny_workspace, tmp_path):
+    """Planning again (here only 2d, on a copy of the tiny workspace) replaces the preprocessed data but keeps a
+    custom splits_final.json, which nnU-Net's own preprocessing would not touch either."""
+    ws = tmp_path / "ws"
+    for sub in ("nnUNet_raw", "nnUNet_preprocessed"):
+        shutil.copytree(tiny_workspace / sub, ws / sub)
+    folder = ws / "nnUNet_preprocessed" / "Dataset990_TinyPhantom"
+    cases = sorted(p.stem for p in (folder / "gt_segmentations").iterdir())
+    custom = [{"train": cases[:3], "val": cases[3:]}, {"train": cases[1:], "val": cases[:1]}]
+    (folder / "splits_final.json").write_text(json.dumps(custom))
+    proc = run_umamba(["plan", "990", "-c", "2d", "--progress-json"], ws)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((folder / "splits_final.json").read_text()) == custom
+    assert _events(proc.stdout)[-1]["event"] == "done"

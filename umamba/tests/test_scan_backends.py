@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from umamba.mamba import available_backends, scan, scan_numba, selective_scan
+from umamba.mamba import available_backends, backends, scan, scan_numba, selective_scan
 from umamba.mamba.scan_portable import selective_scan_portable
 
 HAS_NUMBA = scan_numba.is_available()
@@ -31,29 +31,49 @@ def test_auto_rule(monkeypatch):
     monkeypatch.delenv(scan.ENV_VAR, raising=False)
     u = torch.zeros(1, 2, 3)
     want_cpu_inference = "numba" if HAS_NUMBA else "portable"
-    assert scan.resolve_backend("auto", u, needs_grad=False) == want_cpu_inference
-    assert scan.resolve_backend("auto", u, needs_grad=True) == "portable"
-    assert scan.resolve_backend("auto", u.double(), needs_grad=False) == "portable"
+    assert scan.scan_backend("auto", u, needs_grad=False) == want_cpu_inference
+    assert scan.scan_backend("auto", u, needs_grad=True) == "portable"
+    assert scan.scan_backend("auto", u.double(), needs_grad=False) == "portable"
     # the kernel is never chosen for CPU tensors, even when it imports
     monkeypatch.setattr(scan, "_cuda_available", lambda: True)
-    assert scan.resolve_backend("auto", u, needs_grad=True) == "portable"
+    assert scan.scan_backend("auto", u, needs_grad=True) == "portable"
+
+
+def test_more_than_16_states_never_go_to_triton(monkeypatch):
+    """The Triton kernels hold a channel's states in registers (up to 16, U-Mamba's d_state): `auto` sends larger
+    states to mamba-ssm's kernel or the portable scan, and forcing triton says why it cannot."""
+    monkeypatch.delenv(scan.ENV_VAR, raising=False)
+    monkeypatch.setattr(backends, "device_capability", lambda device: (9, 0))  # CPU tensors stand in for a GPU's
+    real, have = backends.probe, {"triton-scan": True, "mamba-ssm": False}
+    monkeypatch.setattr(backends, "probe", lambda name: backends.Probe(have[name], None if have[name] else "absent")
+                        if name in have else real(name))
+    u = torch.zeros(1, 2, 3)
+    assert scan.scan_backend("auto", u, needs_grad=True, n=16) == "triton"
+    assert scan.scan_backend("auto", u, needs_grad=True, n=17) == "portable"
+    have["mamba-ssm"] = True
+    assert scan.scan_backend("auto", u, needs_grad=True, n=64) == "cuda"
+    monkeypatch.setattr(backends, "probe", real)
+    if available_backends()["triton"]:
+        x = inputs(n=17)
+        with pytest.raises(ValueError, match="'triton' selective-scan backend takes up to 16 states, got 17"):
+            selective_scan(**x, backend="triton")
 
 
 def test_env_var_overrides_auto_and_argument_overrides_env(monkeypatch):
     u = torch.zeros(1, 2, 3)
     monkeypatch.setenv(scan.ENV_VAR, "portable")
-    assert scan.resolve_backend("auto", u, needs_grad=False) == "portable"
+    assert scan.scan_backend("auto", u, needs_grad=False) == "portable"
     monkeypatch.setenv(scan.ENV_VAR, " Auto ")
-    assert scan.resolve_backend("auto", u, needs_grad=True) == "portable"
+    assert scan.scan_backend("auto", u, needs_grad=True) == "portable"
     if HAS_NUMBA:
         monkeypatch.setenv(scan.ENV_VAR, "numba")
-        assert scan.resolve_backend("auto", u, needs_grad=False) == "numba"
-        assert scan.resolve_backend("portable", u, needs_grad=False) == "portable"
+        assert scan.scan_backend("auto", u, needs_grad=False) == "numba"
+        assert scan.scan_backend("portable", u, needs_grad=False) == "portable"
     monkeypatch.setenv(scan.ENV_VAR, "fastest")
     with pytest.raises(ValueError, match=f"unknown selective-scan backend 'fastest'.*{scan.ENV_VAR}"):
-        scan.resolve_backend("auto", u, needs_grad=False)
+        scan.scan_backend("auto", u, needs_grad=False)
     with pytest.raises(ValueError, match="backend argument"):
-        scan.resolve_backend("warp", u, needs_grad=False)
+        scan.scan_backend("warp", u, needs_grad=False)
 
 
 def test_env_var_reaches_selective_scan(monkeypatch):
@@ -82,7 +102,7 @@ def test_forcing_triton_when_its_module_is_missing_is_a_clear_error(monkeypatch)
     monkeypatch.setattr(scan, "_triton_module", lambda: None)
     with pytest.raises(ValueError, match="scan_triton"):
         selective_scan(**inputs(), backend="triton")
-    assert scan.resolve_backend("auto", torch.zeros(1, 1, 1), needs_grad=True) == "portable"
+    assert scan.scan_backend("auto", torch.zeros(1, 1, 1), needs_grad=True) == "portable"
 
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
@@ -183,15 +203,15 @@ def test_bench_scan_command_reports_every_backend():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert records[0]["bench"] == "machine" and records[0]["torch"] == torch.__version__
-    scans = [r for r in records if r["bench"] == "scan"]
+    assert records[0]["kind"] == "machine" and records[0]["torch"] == torch.__version__
+    scans = [r for r in records if r["kind"] == "scan"]
     want = {b for b in ("numba", "portable") if available_backends()[b]}
     assert {(r["shape"], r["backend"]) for r in scans} == {("enc3d-s5-channel", b) for b in want}
     for r in scans:
         assert r["forward_s"] > 0 and r["forward_updates_per_s"] == pytest.approx(
             r["b"] * r["d"] * r["n"] * r["l"] / r["forward_s"])
         assert (r["backend"] == "numba") == ("forward_backward_s" not in r)
-    assert "updates/s" in proc.stdout                                      # the table
+    assert any(line.split()[:3] == ["kind", "shape", "backend"] for line in proc.stdout.splitlines())  # table
     bad = subprocess.run([sys.executable, "-m", "umamba", "bench", "scan", "--shapes", "enc9"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown shape" in bad.stdout + bad.stderr

@@ -1,32 +1,13 @@
-"""The portable selective scan: exact against a naive sequential scan, gradcheck, chunk boundaries."""
+"""The portable selective scan: exact against the float64 reference (scan_ref), gradcheck, chunk boundaries."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from umamba.mamba import selective_scan
 from umamba.mamba.scan_portable import chunk_shape, selective_scan_portable
-
-
-def naive_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = C_t·h_t + D u_t, y ⊙ SiLU(z); one step at a time."""
-    dt = delta + (delta_bias[:, None] if delta_bias is not None else 0)
-    if delta_softplus:
-        dt = torch.where(dt > 20, dt, torch.log1p(torch.exp(torch.clamp(dt, max=20))))
-    b, d, l = u.shape
-    h = torch.zeros(b, d, A.shape[1], dtype=u.dtype)
-    ys = []
-    for t in range(l):
-        h = torch.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * u[:, :, t])[..., None] * B[:, None, :, t]
-        ys.append((h * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, dim=-1)
-    if D is not None:
-        y = y + u * D[:, None]
-    if z is not None:
-        y = y * z * torch.sigmoid(z)
-    return y
+from umamba.mamba.scan_ref import selective_scan_ref
 
 
 def make(b, d, n, l, dtype=torch.float64, seed=0, softplus=True):
@@ -43,12 +24,12 @@ def make(b, d, n, l, dtype=torch.float64, seed=0, softplus=True):
 @pytest.mark.parametrize("b,d,n,l,chunk", [(2, 3, 4, 1, None), (2, 3, 4, 37, 16), (1, 5, 3, 200, 64),
                                            (2, 3, 4, 150, None), (1, 2, 2, 300, 48), (3, 4, 8, 97, 7)])
 @pytest.mark.parametrize("softplus", [True, False])
-def test_matches_naive_scan_values_and_gradients(b, d, n, l, chunk, softplus):
+def test_matches_reference_values_and_gradients(b, d, n, l, chunk, softplus):
     x = make(b, d, n, l, softplus=softplus, seed=l)
     for v in x.values():
         v.requires_grad_()
     y = selective_scan_portable(**x, delta_softplus=softplus, chunk_len=chunk)
-    y_ref = naive_scan(**x, delta_softplus=softplus)
+    y_ref = selective_scan_ref(**x, delta_softplus=softplus)
     gy = torch.randn_like(y)
     grads = torch.autograd.grad(y, list(x.values()), gy)
     grads_ref = torch.autograd.grad(y_ref, list(x.values()), gy)
@@ -64,7 +45,7 @@ def test_optional_inputs_absent():
     for v in x.values():
         v.requires_grad_()
     y = selective_scan_portable(**x, chunk_len=16)
-    y_ref = naive_scan(**x)
+    y_ref = selective_scan_ref(**x)
     assert torch.allclose(y, y_ref, rtol=1e-12, atol=1e-14)
     grads = torch.autograd.grad(y.sum(), list(x.values()))
     grads_ref = torch.autograd.grad(y_ref.sum(), list(x.values()))
@@ -86,14 +67,14 @@ def test_gradcheck_small_case_with_all_inputs():
 
 def test_float32_state_for_reduced_precision_inputs():
     x = make(1, 4, 4, 130, dtype=torch.float32)
-    ref = naive_scan(**{k: v.double() for k, v in x.items()}, delta_softplus=True)
+    ref = selective_scan_ref(**{k: v.double() for k, v in x.items()}, delta_softplus=True)
     y32 = selective_scan_portable(**x, delta_softplus=True)
     assert y32.dtype == torch.float32
     assert (y32.double() - ref).norm() <= 1e-5 * ref.norm()
     xb = {k: (v.bfloat16() if k in ("u", "delta", "B", "C", "z") else v) for k, v in x.items()}
     yb = selective_scan_portable(**xb, delta_softplus=True)
     assert yb.dtype == torch.bfloat16                            # output in u's dtype, state float32
-    ref_b = naive_scan(**{k: v.double() for k, v in xb.items()}, delta_softplus=True)
+    ref_b = selective_scan_ref(**{k: v.double() for k, v in xb.items()}, delta_softplus=True)
     assert (yb.double() - ref_b).norm() <= 1e-2 * ref_b.norm()
 
 
@@ -103,7 +84,7 @@ def test_large_decays_do_not_overflow():
     x["delta"] = x["delta"].abs() * 300
     y = selective_scan_portable(**x, chunk_len=64)
     assert torch.isfinite(y).all()
-    assert torch.allclose(y, naive_scan(**x), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(y, selective_scan_ref(**x), rtol=1e-12, atol=1e-12)
 
 
 def test_chunk_shape_bounds_memory_not_length():
@@ -112,3 +93,11 @@ def test_chunk_shape_bounds_memory_not_length():
     assert T * 64 * 16 <= 1 << 22 and T % Q == 0
     assert chunk_shape(1, 64, 16, 20_000_000) == (T, Q)
     assert chunk_shape(1, 4, 2, 10)[0] == 16                      # never much beyond l
+
+
+def test_reference_in_chunks_equals_the_reference_step_by_step():
+    """The chunked form of the reference (for long sequences) is the same scan: partial last chunk, all options."""
+    x = make(2, 3, 4, 45)
+    whole = selective_scan_ref(**x, delta_softplus=True)
+    for K in (7, 16, 45):
+        assert (selective_scan_ref(**x, delta_softplus=True, chunk_len=K) - whole).norm() <= 1e-12 * whole.norm()

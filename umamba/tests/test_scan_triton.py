@@ -3,11 +3,11 @@
 On a machine without a GPU (CI) the kernels run under Triton's interpreter: `test_under_triton_interpreter`
 re-runs this file in a subprocess with TRITON_INTERPRET=1 (the variable must be set before triton is imported,
 so it cannot be switched on inside this process). The interpreter executes every program in Python, so the
-cases are tiny but shaped to exercise every path of both kernel variants ("lane", the default, and "seq"):
-several chunks (forward and reverse chunk scans with a carry between scan tiles), several tiles or 16-step
-segments per chunk, a partial last tile, segment and chunk, a partial channel block, a state size that is not a
-power of two, 16 states (four 4-state groups, also shared by 4 threads in the gradient kernel), the single-chunk
-path, optional D / z / delta_bias / softplus, bf16 inputs, a backward channel block unlike the forward's.
+cases are tiny but shaped to exercise every path of the kernels: several chunks (forward and reverse chunk scans
+with a carry between scan tiles), several 16-step segments per chunk, a partial last segment and chunk, a partial
+channel block, a state size that is not a power of two, 16 states (four 4-state groups, also shared by 4 threads
+in the gradient kernel), the single-chunk path, optional D / z / delta_bias / softplus, bf16 inputs, a backward
+channel block unlike the forward's.
 On a CUDA machine the same cases run on the GPU directly.
 """
 
@@ -15,30 +15,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
 from triton_interpreter import DEVICE, needs_device, run_under_interpreter, wrapper
-
-
-def reference_scan(u, delta, A, B, C, D, z, delta_bias, softplus):
-    """Naive sequential scan (float64 in, autograd): h_t = exp(δ_t A) h_{t-1} + δ_t B_t u_t, y_t = C_t·h_t."""
-    dt = delta + (delta_bias[:, None] if delta_bias is not None else 0.0)
-    if softplus:
-        dt = F.softplus(dt)
-    b, d, l = u.shape
-    h = u.new_zeros(b, d, A.shape[1])
-    ys = []
-    for t in range(l):
-        h = torch.exp(dt[:, :, t, None] * A) * h + dt[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None]
-        ys.append((h * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, dim=-1)
-    if D is not None:
-        y = y + D[:, None] * u
-    if z is not None:
-        y = y * F.silu(z)
-    return y
+from umamba.mamba.scan_ref import selective_scan_ref
 
 
 def _inputs(b, d, l, n, has_d, has_z, has_bias, seed):
@@ -57,16 +38,16 @@ def _rel(x, ref):
     return ((x.double().cpu() - ref).norm() / ref.norm()).item()
 
 
-# (mode, b, d, l, n, T, DB, DB_grad, NT, has_d, has_z, has_bias, softplus)
+# (b, d, l, n, DB, DB_grad, NT, has_d, has_z, has_bias, softplus)
 CASES = {
-    "seq_chunks_tiles_partial": ("seq", 1, 3, 13, 3, 4, 2, 4, 2, True, True, True, True),
-    "seq_one_chunk_no_options": ("seq", 1, 2, 7, 2, 8, 2, 0, 0, False, False, False, False),
-    # lane: 16-step segments, one per chunk (NT=1): 3 chunks, the last partial; a partial channel block; n=3
-    "lane_chunks_partial": ("lane", 1, 3, 37, 3, 4, 2, 0, 1, True, True, True, True),
-    # lane: n=16 (four 4-state groups), two segments per chunk, b=2, no options
-    "lane_n16_no_options": ("lane", 2, 2, 45, 16, 4, 2, 0, 2, False, False, False, False),
-    # lane: n=16 with the gradient kernel's states shared by 4 threads (the default) and its own channel block
-    "lane_n16_grad_lanes": ("lane", 1, 3, 21, 16, 4, 2, 4, 1, True, True, True, True),
+    # 16-step segments, one per chunk (NT=1): 3 chunks, the last partial; a partial channel block; n=3
+    "chunks_partial": (1, 3, 37, 3, 2, 0, 1, True, True, True, True),
+    # one chunk (no scan across chunks), a partial segment, no options
+    "one_chunk_no_options": (1, 2, 7, 2, 2, 0, 0, False, False, False, False),
+    # n=16 (four 4-state groups), two segments per chunk, b=2, no options
+    "n16_no_options": (2, 2, 45, 16, 2, 0, 2, False, False, False, False),
+    # n=16 with the gradient kernel's states shared by 4 threads (the default) and its own channel block
+    "n16_grad_lanes": (1, 3, 21, 16, 2, 4, 1, True, True, True, True),
 }
 
 
@@ -76,12 +57,12 @@ CASES = {
 def test_matches_float64_reference(name, dtype):
     from umamba.mamba.scan_triton import ScanConfig, selective_scan_triton
 
-    mode, b, d, l, n, T, DB, DB_grad, NT, has_d, has_z, has_bias, softplus = CASES[name]
-    if dtype == torch.bfloat16 and name not in ("seq_chunks_tiles_partial", "lane_chunks_partial"):
+    b, d, l, n, DB, DB_grad, NT, has_d, has_z, has_bias, softplus = CASES[name]
+    if dtype == torch.bfloat16 and name != "chunks_partial":
         pytest.skip("one bf16 case is enough")
     ref_in = _inputs(b, d, l, n, has_d, has_z, has_bias, seed=hash(name) % 1000)
     ref_leaves = {k: (v.clone().requires_grad_() if v is not None else None) for k, v in ref_in.items()}
-    y_ref = reference_scan(**ref_leaves, softplus=softplus)
+    y_ref = selective_scan_ref(**ref_leaves, delta_softplus=softplus)
     gy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     y_ref.backward(gy)
 
@@ -90,10 +71,10 @@ def test_matches_float64_reference(name, dtype):
            if v is not None}
     # reference inputs rounded the same way, so only the kernel's arithmetic is compared
     ref_r = {k: (low[k].double().requires_grad_() if k in low else None) for k in ref_in}
-    y_r = reference_scan(**ref_r, softplus=softplus)
+    y_r = selective_scan_ref(**ref_r, delta_softplus=softplus)
     y_r.backward(gy)
     leaves = {k: v.to(DEVICE).requires_grad_() for k, v in low.items()}
-    cfg = ScanConfig(mode=mode, T=T, DB=DB, DB_grad=DB_grad, NT=NT, LB=4, CB=2)
+    cfg = ScanConfig(DB=DB, DB_grad=DB_grad, NT=NT, LB=4, CB=2)
     y = selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], leaves.get("D"),
                               leaves.get("z"), leaves.get("delta_bias"), softplus, config=cfg)
     assert y.dtype == dtype and y.shape == (b, d, l)
@@ -116,7 +97,7 @@ def test_dispatcher_no_grad_and_strided_inputs():
 
     b, d, l, n = 2, 3, 9, 2
     x = _inputs(b, d, l, n, True, True, True, seed=7)
-    ref = reference_scan(**x, softplus=True)
+    ref = selective_scan_ref(**x, delta_softplus=True)
     # a (d, b, l) buffer viewed as (b, d, l): unit stride along l, other strides permuted
     u = x["u"].float().transpose(0, 1).contiguous().transpose(0, 1).to(DEVICE)
     delta = x["delta"].float().transpose(0, 1).contiguous().transpose(0, 1).to(DEVICE)
@@ -130,4 +111,4 @@ def test_dispatcher_no_grad_and_strided_inputs():
 
 @wrapper
 def test_under_triton_interpreter():
-    run_under_interpreter(__file__, expected_passed=8)
+    run_under_interpreter(__file__, expected_passed=6)

@@ -112,7 +112,7 @@ def labels(dataset_json: dict) -> dict:
 
 
 def inspect_model_folder(path: str | os.PathLike, checkpoint_name: str | None = None,
-                         identity: tuple[str, str, str] | None = None) -> ModelFolder:
+                         identity: tuple[str, str, str] | None = None, trust_checkpoint: bool = False) -> ModelFolder:
     """Validate an nnU-Net model folder (dataset.json, plans.json, >= 1 fold with a checkpoint, known trainer).
 
     Trainer, plans and configuration come from `identity` when given, else from the folder name
@@ -141,7 +141,7 @@ def inspect_model_folder(path: str | os.PathLike, checkpoint_name: str | None = 
     trainer, plans_name, configuration = identity or _split_model_folder_name(path.name)
     if trainer is None:
         trainer, configuration = _identity_from_checkpoint(path / f"fold_{next(iter(checkpoints))}" /
-                                                           checkpoints[next(iter(checkpoints))][0])
+                                                           checkpoints[next(iter(checkpoints))][0], trust_checkpoint)
         plans_name = plans.get("plans_name", "nnUNetPlans")
     if configuration not in (plans.get("configurations") or {}):
         raise UserError(f"{path}/plans.json has no configuration '{configuration}'",
@@ -158,11 +158,11 @@ def _split_model_folder_name(name: str) -> tuple[str | None, str | None, str | N
     return tuple(parts) if len(parts) == 3 and all(parts) else (None, None, None)
 
 
-def _identity_from_checkpoint(checkpoint: Path) -> tuple[str, str]:
+def _identity_from_checkpoint(checkpoint: Path, trust: bool = False) -> tuple[str, str]:
     """Trainer and configuration for a folder not named Trainer__Plans__Configuration (needs torch)."""
     from umamba.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(checkpoint, trust=trust)
     try:
         return str(ckpt["trainer_name"]), str(ckpt["init_args"]["configuration"])
     except (KeyError, TypeError):
@@ -250,22 +250,27 @@ def delete_model(store: str | os.PathLike, name: str) -> None:
 
 
 def import_model(source: str | os.PathLike, store: str | os.PathLike, name: str | None = None,
-                 configuration: str | None = None, force: bool = False) -> list[dict]:
+                 configuration: str | None = None, force: bool = False, read_checkpoints: bool = False,
+                 trust_checkpoint: bool = False) -> list[dict]:
     """Import a model folder, a results folder holding model folders, or an nnU-Net export zip; returns the cards.
 
     Several models in the source (e.g. 2d and 3d_fullres) are each imported, unless `configuration` picks one.
+    With `read_checkpoints` (`umamba import-model` sets it; it needs torch, which the store itself does not, as
+    Slicer's process uses it) every checkpoint is read once with umamba.checkpoint's loader before the model lands
+    in the store, so a file that is truncated or would run pickled code is refused at import (`trust_checkpoint`
+    allows the latter).
     """
     source = Path(source).expanduser()
     store = Path(store).expanduser()
     if name is not None and not _NAME_RE.match(name):
         raise UserError(f"invalid model name '{name}'", "use letters, digits, '.', '_' and '-' only")
     if source.is_file() and zipfile.is_zipfile(source):
-        return _import_zip(source, store, name, configuration, force)
+        return _import_zip(source, store, name, configuration, force, read_checkpoints, trust_checkpoint)
     if source.is_dir():
         folders = _find_model_folders(source)
         folders = _pick_configuration(folders, configuration, source, lambda p: p.name)
         store.mkdir(parents=True, exist_ok=True)
-        models = [inspect_model_folder(f) for f in folders]
+        models = [inspect_model_folder(f, trust_checkpoint=trust_checkpoint) for f in folders]
         names = _names_for(models, name)
         _check_free(store, names, force)
         cards = []
@@ -274,7 +279,8 @@ def import_model(source: str | os.PathLike, store: str | os.PathLike, name: str 
                 for rel in _kept_files(src):
                     (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src / rel, stage / rel)
-            cards.append(_install(store, model_name, fill, _identity(model), str(model.path.resolve()), force))
+            cards.append(_install(store, model_name, fill, _identity(model), str(model.path.resolve()), force,
+                                  read_checkpoints, trust_checkpoint))
         return cards
     if source.exists():
         raise UserError(f"{source} is neither a folder nor a zip archive",
@@ -342,13 +348,17 @@ def _identity(model: ModelFolder) -> tuple[str, str, str]:
     return model.trainer, model.plans, model.configuration
 
 
-def _install(store: Path, name: str, fill, identity: tuple[str, str, str], source: str, force: bool) -> dict:
-    """Stage the model in a hidden folder inside the store, validate it, write its card, then rename it in place."""
+def _install(store: Path, name: str, fill, identity: tuple[str, str, str], source: str, force: bool,
+             read_checkpoints: bool = False, trust_checkpoint: bool = False) -> dict:
+    """Stage the model in a hidden folder inside the store, validate it (with `read_checkpoints`, every checkpoint
+    is read with the safe loader), write its card, then rename it in place."""
     stage = store / f".staging-{uuid.uuid4().hex}"
     stage.mkdir(parents=True)
     try:
         fill(stage)
         model = inspect_model_folder(stage, identity=identity)
+        if read_checkpoints:
+            _read_checkpoints(model, source, trust_checkpoint)
         card = make_card(model, name, source)
         with open(stage / CARD_FILE, "w", encoding="utf-8") as f:
             json.dump(card, f, indent=2)
@@ -362,6 +372,17 @@ def _install(store: Path, name: str, fill, identity: tuple[str, str, str], sourc
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _read_checkpoints(model: ModelFolder, source: str, trust: bool) -> None:
+    from umamba.checkpoint import load_checkpoint
+
+    for fold, names in model.checkpoints.items():
+        for checkpoint in names:
+            try:
+                load_checkpoint(model.path / f"fold_{fold}" / checkpoint, trust=trust)
+            except UserError as exc:  # name the source's file, not the staging copy
+                raise UserError(exc.message.replace(str(model.path), source), exc.hint) from None
 
 
 # -- zips ---------------------------------------------------------------------------------------------------------
@@ -380,7 +401,8 @@ def check_zip_members(zf: zipfile.ZipFile) -> None:
                             "this zip was not made by nnUNetv2_export_model_to_zip; do not use it")
 
 
-def _import_zip(source: Path, store: Path, name: str | None, configuration: str | None, force: bool) -> list[dict]:
+def _import_zip(source: Path, store: Path, name: str | None, configuration: str | None, force: bool,
+                read_checkpoints: bool = False, trust_checkpoint: bool = False) -> list[dict]:
     try:
         zf = zipfile.ZipFile(source)
     except zipfile.BadZipFile as exc:
@@ -415,7 +437,8 @@ def _import_zip(source: Path, store: Path, name: str | None, configuration: str 
                     out.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(info) as src, open(out, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
-            cards.append(_install(store, model_name, fill, _identity(proxy), str(source.resolve()), force))
+            cards.append(_install(store, model_name, fill, _identity(proxy), str(source.resolve()), force,
+                                  read_checkpoints, trust_checkpoint))
         return cards
 
 

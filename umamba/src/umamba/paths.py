@@ -34,14 +34,15 @@ class Workspace:
     results: Path
 
     def export_to_environment(self) -> None:
-        """nnU-Net reads these variables when `nnunetv2.paths` is first imported: call this before that."""
+        """nnU-Net reads these variables when `nnunetv2.paths` is first imported: call this before that. The folders
+        are made by whoever writes into them (nnU-Net makes its own), so a failing command creates none."""
         for var, path in zip(NNUNET_VARS, (self.raw, self.preprocessed, self.results)):
-            path.mkdir(parents=True, exist_ok=True)
             os.environ[var] = str(path)
 
 
 def resolve_workspace(workspace: str | os.PathLike | None = None) -> Workspace:
-    """nnU-Net's environment variables when all are set, else `--workspace`, else the per-user default."""
+    """`--workspace` when given (what a person typed wins), else nnU-Net's environment variables when all three
+    are set, else the per-user default. Nothing is created here: a command that fails leaves no folders."""
     env = [os.environ.get(v) for v in NNUNET_VARS]
     if workspace is None and all(env):
         return Workspace(*(Path(p).expanduser() for p in env))

@@ -12,7 +12,8 @@ Events (fields beyond `event`/`time`):
 - `checkpoint` path, epoch
 - `log`        message, level ("info" | "warning")
 - `done`       outputs (list of paths) and command-specific fields
-- `error`      message, hint (what to do; may be null)
+- `error`      message, hint (what to do; may be null); a refused memory estimate adds `memory` (estimate_gb,
+               free_gb, limit_gb, patch_size, ...)
 
 Without `--progress-json` the same calls print short human-readable lines and a progress bar on stderr.
 Readers (the Slicer module) must ignore lines that do not parse and events they do not know.
@@ -90,6 +91,12 @@ class Reporter:
             return
         self._human(event, fields)
 
+    def passthrough(self, line: str) -> None:
+        """A line another umamba process wrote (already an event in JSON mode), passed on unchanged."""
+        self._end_bar()
+        self._out.write(line + "\n")
+        self._out.flush()
+
     # -- conveniences ----------------------------------------------------------------------------------------------
     def stage(self, stage: str, message: str = "") -> None:
         self.emit("stage", stage=stage, message=message or stage)
@@ -103,8 +110,8 @@ class Reporter:
     def done(self, outputs: list[str] | None = None, **fields: Any) -> None:
         self.emit("done", outputs=[str(o) for o in (outputs or [])], **fields)
 
-    def error(self, message: str, hint: str | None = None) -> None:
-        self.emit("error", message=message, hint=hint)
+    def error(self, message: str, hint: str | None = None, **fields: Any) -> None:
+        self.emit("error", message=message, hint=hint, **fields)
 
     # -- human output ----------------------------------------------------------------------------------------------
     def _end_bar(self) -> None:

@@ -1,6 +1,6 @@
 """`umamba bench layer`: one Mamba layer (float32) forward+backward at U-Mamba's shapes, each kernel arm side by
 side in one process on one device: umamba.mamba.Mamba, or for the "mamba-ssm" arm mamba-ssm's own Mamba module
-with the same weights when that package imports (roofline.use_arm_blocks).
+with the same weights when that package imports (bench/arms.py).
 
 Shapes: the U-Mamba Enc 3D layers (b=2, patch 128³: d_model 32..320, l 2,097,152..320) and Bot's bottleneck.
 Prints one JSON object per line (device named in each), then a table.
@@ -9,11 +9,11 @@ Prints one JSON object per line (device named in each), then a table.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
-from umamba.bench import roofline
+from umamba.bench import arms, harness
+from umamba.bench.scan import SHAPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def bench_layer(name, d_model, l, b, backend, reps):
     from umamba.mamba import Mamba
     torch.manual_seed(0)
     holder = torch.nn.Sequential(Mamba(d_model=d_model).cuda())
-    block = roofline.use_arm_blocks(holder, backend)
+    block = arms.use_arm_blocks(holder, backend)
     layer = holder[0]
     x = torch.randn(b, l, d_model, device="cuda", requires_grad=True)
     gy = torch.randn(b, l, d_model, device="cuda")
@@ -37,48 +37,25 @@ def bench_layer(name, d_model, l, b, backend, reps):
         y = layer(x)
         y.backward(gy)
 
-    with roofline.kernels(backend):
-        fwd = roofline.cuda_time_ms(lambda: layer(x).detach(), reps=reps)
+    with arms.kernels(backend):
+        fwd = harness.time_ms(lambda: layer(x).detach(), reps=reps)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        both = roofline.cuda_time_ms(step, reps=reps)
+        both = harness.time_ms(step, reps=reps)
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    return {"kind": "layer", "shape": name, "backend": backend, "conv": roofline.arm_conv(backend),
+    return {"kind": "layer", "shape": name, "backend": backend, "conv": arms.arm_conv(backend),
             "block": block, "b": b, "d_model": d_model, "l": l, "fwd_ms": fwd, "fwd_bwd_ms": both,
-            "peak_extra_mib": peak, "device": roofline.device_name()}
+            "peak_extra_mib": peak, "device": harness.device_name()}
 
 
 def run(args, reporter=None) -> int:
-    backends = roofline.start_gpu_bench("layer", args.backends)
+    harness.start_gpu("umamba bench layer")
     wanted = set(filter(None, args.shapes.split(",")))
-    shapes = [s for s in roofline.ENC3D_SHAPES if not wanted or s[0] in wanted]
-    rows = []
-    for name, d_model, l in shapes:
-        group = []
-        for backend in backends:
-            try:
-                group.append(bench_layer(name, d_model, l, args.batch, backend, args.reps))
-            except Exception as exc:
-                group.append({"kind": "layer", "shape": name, "backend": backend, "error": repr(exc)[:300]})
-            torch.cuda.empty_cache()
-        ref = next((r for r in group if r["backend"] == "mamba-ssm" and "fwd_ms" in r), None)
-        for r in group:
-            if ref and "fwd_ms" in r:
-                r["speedup_fwd_bwd_vs_mamba_ssm"] = ref["fwd_bwd_ms"] / r["fwd_bwd_ms"]
-            roofline.emit(r)
-        rows += group
-    print(f"\n# Mamba layer fwd+bwd, float32, device: {roofline.device_name()}")
-    roofline.table(rows, ["shape", "backend", "block", "conv", "fwd_ms", "fwd_bwd_ms", "speedup_fwd_bwd_vs_mamba_ssm",
-                          "peak_extra_mib"])
+    rows = harness.side_by_side(
+        [s for s in SHAPES if not wanted or s[0] in wanted], arms.chosen(args.backends),
+        lambda s, backend: bench_layer(*s, args.batch, backend, args.reps),
+        label=lambda s: {"kind": "layer", "shape": s[0]}, speedups={"speedup_fwd_bwd_vs_mamba_ssm": "fwd_bwd_ms"})
+    harness.table(rows, ["shape", "backend", "block", "conv", "fwd_ms", "fwd_bwd_ms", "speedup_fwd_bwd_vs_mamba_ssm",
+                         "peak_extra_mib"], title=f"Mamba layer fwd+bwd, float32, device: {harness.device_name()}")
     return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="umamba bench layer", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
-import time
 
 import torch
 
-from umamba.bench import roofline
+from umamba.bench import arms, harness
 from umamba.bench.train_step import NUM_CLASSES, build
 
 
@@ -53,51 +51,25 @@ def sliding_window(net, volume, patch, step=0.5):
 def bench_predict(variant, backend, size, patch, repeats):
     torch.manual_seed(0)
     net = build(variant, patch).eval()
-    block = roofline.use_arm_blocks(net, backend)
+    block = arms.use_arm_blocks(net, backend)
     net.decoder.deep_supervision = False
     volume = torch.randn(1, 1, size, size, size, device="cuda")
-    with roofline.kernels(backend), torch.no_grad():
-        sliding_window(net, volume, patch)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            sliding_window(net, volume, patch)
-        torch.cuda.synchronize()
-        s = (time.perf_counter() - t0) / repeats
+    with arms.kernels(backend), torch.no_grad():
+        s = harness.time_ms(lambda: sliding_window(net, volume, patch), reps=repeats, warmup=1, stat="mean",
+                            reset_peak=True) / 1e3
     return {"kind": "predict", "variant": variant, "backend": backend, "block": block,
-            "conv": roofline.arm_conv(backend),
+            "conv": arms.arm_conv(backend),
             "size": size, "patch": patch,
-            "seconds": s, "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "device": roofline.device_name()}
+            "seconds": s, "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "device": harness.device_name()}
 
 
 def run(args, reporter=None) -> int:
-    backends = roofline.start_gpu_bench("predict", args.backends)
-    rows = []
-    for variant in [v for v in args.variants.split(",") if v]:
-        group = []
-        for backend in backends:
-            try:
-                group.append(bench_predict(variant, backend, args.size, args.patch, args.repeats))
-            except Exception as exc:
-                group.append({"kind": "predict", "variant": variant, "backend": backend, "error": repr(exc)[:300]})
-            torch.cuda.empty_cache()
-        ref = next((r for r in group if r["backend"] == "mamba-ssm" and "seconds" in r), None)
-        for r in group:
-            if ref and "seconds" in r:
-                r["speedup_vs_mamba_ssm"] = ref["seconds"] / r["seconds"]
-            roofline.emit(r)
-        rows += group
-    print(f"\n# sliding-window prediction {args.size}³, patch {args.patch}³, device: {roofline.device_name()}")
-    roofline.table(rows, ["variant", "backend", "block", "conv", "seconds", "speedup_vs_mamba_ssm", "peak_gib"])
+    harness.start_gpu("umamba bench predict")
+    rows = harness.side_by_side(
+        [v for v in args.variants.split(",") if v], arms.chosen(args.backends),
+        lambda variant, backend: bench_predict(variant, backend, args.size, args.patch, args.repeats),
+        label=lambda variant: {"kind": "predict", "variant": variant}, speedups={"speedup_vs_mamba_ssm": "seconds"})
+    harness.table(rows, ["variant", "backend", "block", "conv", "seconds", "speedup_vs_mamba_ssm", "peak_gib"],
+                  title=f"sliding-window prediction {args.size}³, patch {args.patch}³, device: "
+                        f"{harness.device_name()}")
     return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="umamba bench predict", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

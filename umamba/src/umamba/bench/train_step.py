@@ -1,6 +1,6 @@
 """`umamba bench train-step`: one training iteration of U-Mamba Bot and Enc 3D (patch 128³, batch 2), as
 nnU-Net runs it: fp16 autocast (the Mamba layers stay float32), GradScaler, SGD with Nesterov momentum,
-gradient clipping at 12, deep-supervision outputs, each kernel arm side by side (bench/roofline.py: the
+gradient clipping at 12, deep-supervision outputs, each kernel arm side by side (bench/arms.py: the
 "mamba-ssm" arm runs mamba-ssm's own Mamba module when that package imports); time per step (mean of
 --steps after --warmup) and peak GPU memory. The loss is cross-entropy over every deep-supervision output
 with nnU-Net's weights (1/2^k, normalised, the lowest resolution dropped) against a nearest-downsampled
@@ -10,15 +10,13 @@ random label map: a stand-in for Dice+CE that costs the same for every backend.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-from umamba.bench import roofline
+from umamba.bench import arms, harness
 
-PLAN_3D = {  # the plan of gpu-baseline.md: 6 stages, features 32..320, kernels 3³, strides [1,2,2,2,2,2]
+PLAN_3D = {  # a 3D plan at patch 128³ (14 classes): 6 stages, features 32..320, kernels 3³, strides [1,2,2,2,2,2]
     "configurations": {
         "3d_fullres": {
             "patch_size": [128, 128, 128],
@@ -62,7 +60,7 @@ def ds_weights(k):
 def bench_train_step(variant, backend, batch, patch, warmup, steps):
     torch.manual_seed(0)
     net = build(variant, patch)
-    block = roofline.use_arm_blocks(net, backend)
+    block = arms.use_arm_blocks(net, backend)
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
     scaler = torch.amp.GradScaler("cuda")
     x = torch.randn(batch, 1, patch, patch, patch, device="cuda")
@@ -84,54 +82,24 @@ def bench_train_step(variant, backend, batch, patch, warmup, steps):
         scaler.step(opt)
         scaler.update()
 
-    with roofline.kernels(backend):
-        for _ in range(warmup):
-            step()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
-        ms = (time.perf_counter() - t0) / steps * 1e3
+    with arms.kernels(backend):
+        ms = harness.time_ms(step, reps=steps, warmup=warmup, stat="mean", reset_peak=True)
     peak = torch.cuda.max_memory_allocated() / 2**30
     del net, opt
     return {"kind": "train_step", "variant": variant, "backend": backend, "block": block,
-            "conv": roofline.arm_conv(backend),
+            "conv": arms.arm_conv(backend),
             "batch": batch, "patch": patch,
-            "step_ms": ms, "peak_gib": peak, "device": roofline.device_name()}
+            "step_ms": ms, "peak_gib": peak, "device": harness.device_name()}
 
 
 def run(args, reporter=None) -> int:
-    backends = roofline.start_gpu_bench("train-step", args.backends)
-    rows = []
-    for variant in [v for v in args.variants.split(",") if v]:
-        group = []
-        for backend in backends:
-            try:
-                group.append(bench_train_step(variant, backend, args.batch, args.patch, args.warmup, args.steps))
-            except Exception as exc:
-                group.append({"kind": "train_step", "variant": variant, "backend": backend,
-                              "error": repr(exc)[:300]})
-            torch.cuda.empty_cache()
-        ref = next((r for r in group if r["backend"] == "mamba-ssm" and "step_ms" in r), None)
-        for r in group:
-            if ref and "step_ms" in r:
-                r["speedup_vs_mamba_ssm"] = ref["step_ms"] / r["step_ms"]
-                r["peak_vs_mamba_ssm"] = r["peak_gib"] / ref["peak_gib"]
-            roofline.emit(r)
-        rows += group
-    print(f"\n# training step, patch {args.patch}³, batch {args.batch}, device: {roofline.device_name()}")
-    roofline.table(rows, ["variant", "backend", "block", "conv", "step_ms", "speedup_vs_mamba_ssm", "peak_gib",
-                          "peak_vs_mamba_ssm"])
+    harness.start_gpu("umamba bench train-step")
+    rows = harness.side_by_side(
+        [v for v in args.variants.split(",") if v], arms.chosen(args.backends),
+        lambda variant, backend: bench_train_step(variant, backend, args.batch, args.patch, args.warmup, args.steps),
+        label=lambda variant: {"kind": "train_step", "variant": variant},
+        speedups={"speedup_vs_mamba_ssm": "step_ms"}, ratios={"peak_vs_mamba_ssm": "peak_gib"})
+    harness.table(rows, ["variant", "backend", "block", "conv", "step_ms", "speedup_vs_mamba_ssm", "peak_gib",
+                         "peak_vs_mamba_ssm"],
+                  title=f"training step, patch {args.patch}³, batch {args.batch}, device: {harness.device_name()}")
     return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="umamba bench train-step", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,12 +25,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "segment images with a trained model"),
     "import-dataset": ("import_dataset", "turn a folder of images and labels into an nnU-Net raw dataset"),
     "import-model": ("import_model", "add a results folder or zip to the local model store"),
-    "models": ("models", "list the models in the local model store"),
+    "models": ("models", "list the models in the local model store (or a server's: --server URL)"),
+    "serve": ("serve", "run a server that predicts and trains for remote clients (HTTP, FastAPI)"),
     "doctor": ("doctor", "show what is installed and which Mamba backend will run"),
     "install": ("install", "install the dependencies that fit this machine"),
     "build-kernels": ("build_kernels", "build mamba-ssm's CUDA scan kernel for the local GPU"),
     "demo": ("demo", "train a small model on a phantom and segment a held-out volume"),
-    "bench": ("bench", "benchmarks: scan, layer, train-step, predict"),
+    "bench": ("bench", "benchmarks: scan, layer, train-step, train-epoch, predict"),
 }
 
 
@@ -65,11 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    args.argv = argv  # a command may run itself again as a watched child process (umamba.cli.watched)
     reporter = Reporter(json_mode=getattr(args, "progress_json", False))
     try:
         return int(module.run(args, reporter) or 0)
     except UserError as exc:
-        reporter.error(exc.message, exc.hint)
+        reporter.error(exc.message, exc.hint, **getattr(exc, "fields", {}))
         return 2
     except KeyboardInterrupt:
         reporter.error("interrupted", None)

@@ -4,9 +4,13 @@
     layer       one Mamba layer forward+backward (umamba.bench.layer)
     train-step  one nnU-Net training step of the U-Mamba networks (umamba.bench.train_step)
     predict     sliding-window inference (umamba.bench.predict)
+    remote      local vs `umamba serve` prediction over loopback (umamba.bench.remote)
+    train-epoch `umamba train` for N iterations, data loading included (umamba.bench.train_epoch)
 
-Each module defines add_arguments(parser) and run(args, reporter). Only the chosen module is imported, so a
-benchmark that is missing from this version (or whose module fails to import) says so and the others still run.
+Each module defines add_arguments(parser) and run(args, reporter) and shares umamba.bench.harness (timing, the
+side-by-side loop, output). A new benchmark is one module and one line in BENCHMARKS. Only the chosen module is
+imported, so a benchmark that is missing from this version (or whose module fails to import) says so and the
+others still run. Developer tools (kernel sweeps, profiles) are not shipped: umamba/benchmarks/ in the repository.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "layer": ("layer", "one Mamba layer forward+backward per scan backend"),
     "train-step": ("train_step", "one training step of the U-Mamba networks"),
     "predict": ("predict", "sliding-window inference of the U-Mamba networks"),
+    "remote": ("remote", "umamba predict locally vs through umamba serve over loopback; server memory"),
+    "train-epoch": ("train_epoch", "umamba train itself against the original U-Mamba layer and plain nnU-Net"),
 }
 
 

@@ -76,10 +76,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     plan_dataset(str(DATASET_ID), workspace.raw, workspace.preprocessed, configurations=("3d_fullres",),
                  num_processes=1, reporter=reporter)
 
-    from umamba.nnunet.predictor import pick_device
+    from umamba.devices import pick_device
     from umamba.nnunet.runner import TrainRequest, train
 
-    device = pick_device(args.device).type
+    device = pick_device(args.device)
     reporter.stage("train", f"training U-Mamba Bot 3d_fullres for {epochs} epoch(s) x {iterations} iteration(s) "
                             f"on {device}")
     request = TrainRequest(dataset=str(DATASET_ID), configuration="3d_fullres", fold="all", trainer="bot",

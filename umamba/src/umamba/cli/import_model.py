@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configuration", "-c", default=None,
                         help="import only this configuration (e.g. 3d_fullres) when the source holds several")
     parser.add_argument("--force", action="store_true", help="replace a stored model of the same name")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="accept checkpoints that need more than plain weights to unpickle (this can run code "
+                             "stored in the file: only for files you trust)")
     parser.add_argument("--store", default=None, help=f"model store folder (default {default_model_store()})")
 
 
@@ -25,7 +28,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
     store = args.store or default_model_store()
     reporter.stage("import", f"importing {args.source} into {store}")
-    cards = import_model(args.source, store, name=args.name, configuration=args.configuration, force=args.force)
+    cards = import_model(args.source, store, name=args.name, configuration=args.configuration, force=args.force,
+                         read_checkpoints=True, trust_checkpoint=args.trust_checkpoint)
     for card in cards:
         reporter.log(card_line(card))
     reporter.done([f"{store}/{c['name']}" for c in cards], cards=cards)

@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker processes for fingerprinting and preprocessing (default: half the CPU "
                              "cores, at most 4)")
     parser.add_argument("--workspace", default=None, metavar="DIR",
-                        help="folder holding nnUNet_raw, nnUNet_preprocessed, nnUNet_results (used when the "
-                             "nnUNet_* environment variables are not all set)")
+                        help="folder holding nnUNet_raw, nnUNet_preprocessed, nnUNet_results (when given, it is used even "
+                             "if the nnUNet_* environment variables are set; without it: those variables when all "
+                             "three are set, else a per-user folder)")
 
 
 def run(args: argparse.Namespace, reporter) -> int:

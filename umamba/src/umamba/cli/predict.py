@@ -6,6 +6,7 @@ import argparse
 
 from umamba.paths import default_model_store
 from umamba.progress import Reporter
+from umamba.remote import add_remote_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the label file (one case) or a folder (one CASE<ending> per case)")
     parser.add_argument("-m", "--model", required=True, metavar="MODEL_DIR",
                         help="an nnU-Net model folder (dataset.json, plans.json, fold_X/) or a name from "
-                             "`umamba models`")
+                             "`umamba models` (with --server: a model on the server)")
     parser.add_argument("-f", "--folds", nargs="+", default=None,
                         help="folds to ensemble (default: every numbered fold with a checkpoint, else 'all')")
     parser.add_argument("--disable-tta", "--disable_tta", action="store_true", dest="disable_tta",
@@ -29,12 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow checkpoints that contain arbitrary pickled objects (runs their code: only for "
                              "files from a source you trust)")
+    parser.add_argument("--memory-limit-gb", type=float, default=None, metavar="GB",
+                        help="refuse to start when the estimated memory exceeds this (default: the free memory; "
+                             "also UMAMBA_MEMORY_LIMIT_GB)")
     parser.add_argument("--store", default=None, help=f"model store folder (default {default_model_store()})")
+    add_remote_arguments(parser)
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    if args.server:  # before anything that imports torch: a client machine may have none
+        from umamba.remote.jobs import predict as remote_predict
+
+        return remote_predict(args, reporter)
     from umamba.model_store import channel_names, inspect_model_folder, resolve_model
-    from umamba.nnunet.predict_inputs import check_case_images, check_endings, check_outputs, resolve_cases
+    from umamba.nnunet.predict_inputs import (check_case_images, check_endings, check_output_locations,
+                                              check_outputs, resolve_cases)
 
     from umamba.errors import UserError
 
@@ -45,8 +55,14 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     folder = inspect_model_folder(model_dir, args.checkpoint)
     cases = resolve_cases(args.input, args.output, channel_names(folder.dataset_json))
     check_outputs(cases)
+    check_output_locations(cases)
     for case in cases:
         check_case_images(case)
+    from umamba.devices import pick_device
+    from umamba.memory import check_prediction_memory
+
+    device = pick_device(args.device)  # `--device cuda` without CUDA fails here, before the model loads
+    check_prediction_memory(model_dir, folder, cases, device, reporter, args.memory_limit_gb)
     reporter.stage("load", f"loading model {model_dir}")
     from umamba.nnunet.predictor import load_predictor, predict_cases
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from umamba.paths import resolve_workspace
+from umamba.paths import default_model_store, resolve_workspace
+from umamba.remote import add_remote_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,25 +29,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cpu, cuda or mps (default: cuda if available, else mps, else cpu)")
     parser.add_argument("--pretrained", default=None, metavar="CKPT",
                         help="initialise the network from this checkpoint (nnU-Net's -pretrained_weights)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load --pretrained / --continue checkpoints that need more than plain weights to unpickle "
+                             "(this can run code stored in the file: only for files you trust)")
     parser.add_argument("--num-gpus", type=int, default=1, metavar="N",
                         help="train on N CUDA GPUs with nnU-Net's DDP (default 1)")
     parser.add_argument("--compile", action="store_true",
                         help="use torch.compile (off by default; also nnUNet_compile=1)")
     parser.add_argument("--no-final-validation", dest="final_validation", action="store_false",
                         help="skip nnU-Net's sliding-window validation after training")
+    parser.add_argument("--memory-limit-gb", type=float, default=None, metavar="GB",
+                        help="refuse to start when the estimated memory of a training step exceeds this (default: "
+                             "the free memory of the device; also UMAMBA_MEMORY_LIMIT_GB)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("--workspace", default=None, metavar="DIR",
-                        help="folder holding nnUNet_raw, nnUNet_preprocessed, nnUNet_results (used when the "
-                             "nnUNet_* environment variables are not all set)")
+                        help="folder holding nnUNet_raw, nnUNet_preprocessed, nnUNet_results (when given, it is used even "
+                             "if the nnUNet_* environment variables are set; without it: those variables when all "
+                             "three are set, else a per-user folder)")
     parser.add_argument("--print-ext-trainer-path", action="store_true",
                         help="print the folder to put into nnUNet_extTrainer for stock nnUNetv2_train (>= 2.8) "
                              "and exit")
+    add_remote_arguments(parser)
+    parser.add_argument("--store", default=None,
+                        help=f"with --server: the local model store that receives the trained model (default "
+                             f"{default_model_store()}); DATASET may then also be a dataset folder")
 
 
 def run(args: argparse.Namespace, reporter) -> int:
     from umamba.errors import UserError
     from umamba.nnunet.compat import EXT_TRAINER_DIR
 
+    if args.server:  # before anything that imports torch: a client machine may have none
+        from umamba.remote.jobs import train as remote_train
+
+        return remote_train(args, reporter)
     if args.print_ext_trainer_path:
         print(EXT_TRAINER_DIR)
         return 0
@@ -54,6 +70,10 @@ def run(args: argparse.Namespace, reporter) -> int:
     if missing:
         raise UserError(f"missing argument(s): {' '.join(m.upper() for m in missing)}",
                         "usage: umamba train DATASET CONFIG FOLD -tr bot (e.g. umamba train 4 3d_fullres all)")
+    from umamba.cli.watched import is_watched_child, run_watched
+
+    if getattr(args, "argv", None) and not is_watched_child():
+        return run_watched(args.argv, reporter, "training")  # its end is reported even if the system kills it
     workspace = resolve_workspace(args.workspace)
     workspace.export_to_environment()  # before nnunetv2 is imported
 
@@ -62,8 +82,10 @@ def run(args: argparse.Namespace, reporter) -> int:
     request = TrainRequest(dataset=args.dataset, configuration=args.configuration, fold=args.fold,
                            trainer=args.trainer, epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
                            val_iterations=args.val_iterations, continue_training=args.continue_training,
-                           device=args.device, pretrained=args.pretrained, num_gpus=args.num_gpus,
-                           compile=args.compile, final_validation=args.final_validation, plans=args.plans)
+                           device=args.device, pretrained=args.pretrained,
+                           trust_checkpoint=args.trust_checkpoint, num_gpus=args.num_gpus,
+                           compile=args.compile, final_validation=args.final_validation, plans=args.plans,
+                           memory_limit_gb=args.memory_limit_gb)
     model_folder = train(request, workspace.preprocessed, reporter)
     fold_dir = model_folder / f"fold_{request.fold}"
     final = fold_dir / "checkpoint_final.pth"

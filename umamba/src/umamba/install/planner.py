@@ -59,13 +59,14 @@ class PlanOptions:
     skip: tuple = ()                        # step names the person asked to skip ("nnunetv2", "kernels")
     bundled_umamba: str | None = None       # Slicer: the umamba package folder carried by the extension
     bundled_version: str | None = None
+    bundled_state: str | None = None        # installed umamba vs the carried content: same | differs | missing
     python: str = "python"                  # shown in printed commands
 
 
 @dataclass
 class Plan:
     steps: list
-    backend: str              # "cuda" (mamba-ssm's kernel) or "portable" — what will run once the plan is done
+    backend: str              # the training scan once the plan is done: "triton", "cuda" (mamba-ssm) or "portable"
     device: str               # "cuda" | "mps" | "cpu" — where torch will compute
     notes: list = field(default_factory=list)
 
@@ -163,11 +164,19 @@ def _umamba_step(p: Probe, o: PlanOptions) -> Step | None:
     if not o.bundled_umamba:
         return None
     have = p.packages.get("umamba")
-    if have and (o.bundled_version is None or have == o.bundled_version):
-        return Step("umamba", OK, f"umamba {have} is installed")
-    return Step("umamba", PIP, ("umamba is not installed" if not have else f"umamba {have} differs from the "
-                f"extension's {o.bundled_version}") + "; installing the package the extension carries (no deps)",
-                pip_args=["--no-deps", "--no-build-isolation", o.bundled_umamba])
+    same_version = have and (o.bundled_version is None or have == o.bundled_version)
+    # Every build says the same version: the content hash (install/bundle.py) decides when it is known.
+    if same_version and o.bundled_state in (None, "same"):
+        return Step("umamba", OK, f"umamba {have} is installed" + (" (the extension's content)" if o.bundled_state
+                                                                    else ""))
+    if not have or o.bundled_state == "missing":
+        why = "umamba is not installed"
+    elif not same_version:
+        why = f"umamba {have} differs from the extension's {o.bundled_version}"
+    else:
+        why = f"the installed umamba {have} differs in content from the one the extension carries"
+    return Step("umamba", PIP, why + "; installing the package the extension carries (no deps)",
+                pip_args=["--no-deps", "--no-build-isolation", "--force-reinstall", o.bundled_umamba])
 
 
 def _requirements_step(missing: list, p: Probe, o: PlanOptions) -> Step | None:
@@ -286,6 +295,19 @@ def make_plan(p: Probe, o: PlanOptions | None = None, missing_requirements: list
     kernel_coming = mamba.action in (OK, PIP) or (build is not None and build.action == BUILD)
     backend = "cuda" if kernel_coming and device == "cuda" else "portable"
     notes = []
+    if device == "cuda" and "triton" in p.packages:
+        # umamba.mamba.backends' rule: Triton only on compute capability >= 7.0
+        cap = _version_tuple(p.gpus[0].compute_capability)[:2] if p.gpus else ()
+        if cap and cap >= (7, 0):
+            backend = "triton"
+            if kernel_coming:
+                notes.append("the Triton scan runs the long sequences (d·l >= 2^23), mamba-ssm's kernel the others")
+        elif cap:
+            notes.append(f"triton is installed but sm_{cap[0]}{cap[1]} is below the compute capability 7.0 it "
+                         "needs; the Triton kernels are not used")
+    if "numba" not in p.packages and device != "cuda" and not any(
+            s.name == "requirements" and "numba" in (s.requirement or "") for s in steps):
+        notes.append("numba is not installed: CPU inference uses the portable scan (several times slower)")
     if p.nvidia_smi_error:
         notes.append(p.nvidia_smi_error + " -> check the NVIDIA driver (reinstall it or reboot); until then "
                      "everything runs on the CPU")

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 # The exact query; `compute_cap` exists since driver 510. noheader/nounits: one GPU per line, memory in MiB.
 NVIDIA_SMI_QUERY = ["--query-gpu=index,name,compute_cap,memory.total,driver_version",
                     "--format=csv,noheader,nounits"]
-WATCHED = ("torch", "numpy", "nnunetv2", "mamba-ssm", "causal-conv1d", "simpleitk", "umamba", "triton", "requests")
+WATCHED = ("torch", "numpy", "nnunetv2", "mamba-ssm", "causal-conv1d", "simpleitk", "umamba", "triton", "requests",
+           "numba")
 
 
 @dataclass
@@ -281,17 +282,46 @@ def probe(deep: bool = True, python: str | None = None) -> Probe:
     return p
 
 
-def unmet_umamba_requirements() -> list[str]:
-    """umamba's own requirements, other than torch and nnunetv2 (planned separately), that are not installed.
+def carried_umamba_state(bundle: str) -> str:
+    """The installed umamba against the package an extension carries: same | differs | missing (install/bundle.py)."""
+    from umamba.install.bundle import installed_state
+
+    return installed_state(bundle)
+
+
+def bundled_requirements(bundle: str) -> list[str]:
+    """`project.dependencies` of a carried package's pyproject.toml (umamba is installed from it with --no-deps)."""
+    import tomllib  # Python 3.11+; Slicer >= 5.10 has 3.12
+
+    with open(os.path.join(bundle, "pyproject.toml"), "rb") as f:
+        return list(tomllib.load(f).get("project", {}).get("dependencies", []))
+
+
+def _applies(requirement: str) -> bool:
+    """Whether the requirement's environment marker holds here (True when it cannot be evaluated)."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pip vendors packaging, but it may not be importable: keep the requirement
+        return True
+    try:
+        marker = Requirement(requirement).marker
+        return marker is None or marker.evaluate({"extra": ""})
+    except Exception:
+        return True
+
+
+def unmet_umamba_requirements(bundle: str | None = None) -> list[str]:
+    """umamba's own requirements, other than torch and nnunetv2 (planned separately), that are not installed and
+    whose environment marker holds here; read from the installed umamba, or from a carried package (`bundle`).
     Only presence is checked: pip decides versions when it installs them."""
     try:
-        requires = md.requires("umamba") or []
-    except md.PackageNotFoundError:
+        requires = bundled_requirements(bundle) if bundle else (md.requires("umamba") or [])
+    except (md.PackageNotFoundError, OSError, ImportError, ValueError):
         return []
     have = {_canonical(d.metadata["Name"] or "") for d in md.distributions() if d.metadata["Name"]}
     missing = []
     for req in requires:
-        if "extra ==" in req:
+        if "extra ==" in req or not _applies(req):
             continue
         name = _canonical(re.split(r"[<>=!~;\[ (]", req, maxsplit=1)[0])
         if name not in ("torch", "nnunetv2") and name not in have:

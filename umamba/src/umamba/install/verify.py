@@ -12,6 +12,37 @@ import sys
 import time
 
 
+def devices() -> list[str]:
+    """The devices torch can compute on here: cpu, then each CUDA device."""
+    import torch
+
+    return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+
+
+def backend_report() -> dict:
+    """{device: {"capability", "training": {op: {backend, reason}}, "inference": {...}}} from
+    umamba.mamba.backends.resolve_backend: what `auto` runs for the scan, the conv and the norm on each device."""
+    from umamba.mamba import backends
+
+    report = {}
+    for device in devices():
+        capability = backends.device_capability(device)
+        report[device] = {"capability": ".".join(map(str, capability)) if capability else None,
+                          **backends.report(device)}
+    return report
+
+
+def summary(report: dict) -> str:
+    """One line per device: the scan backend for training and for inference, with the reasons."""
+    lines = []
+    for device, r in report.items():
+        train, infer = r["training"]["scan"], r["inference"]["scan"]
+        lines.append(f"{device}: training {train['backend']} ({train['reason']}); inference {infer['backend']} "
+                     f"({infer['reason']}); conv {r['training']['conv']['backend']}, norm "
+                     f"{r['training']['norm']['backend']}")
+    return "\n".join(lines)
+
+
 def verify() -> dict:
     t0 = time.time()
     result: dict = {"ok": False, "python": sys.executable}
@@ -34,8 +65,13 @@ def verify() -> dict:
         finite = bool(torch.isfinite(y).all()) and bool(torch.isfinite(x.grad).all())
         if tuple(y.shape) != (1, 12, 8) or not finite:
             raise RuntimeError(f"Mamba forward gave shape {tuple(y.shape)}, finite={finite}")
-        # The backend `auto` picks for a training step on this device (what will actually run).
-        result["backend"] = "cuda" if device == "cuda" and result["backends"].get("cuda") else "portable"
+        # What `auto` picks on every device, for training and for inference (what will actually run).
+        report = backend_report()
+        result["devices"] = report
+        result["summary"] = summary(report)
+        main = report["cuda:0" if device == "cuda" else "cpu"]
+        result["backend"] = main["training"]["scan"]["backend"]
+        result["backend_inference"] = main["inference"]["scan"]["backend"]
         result["ok"] = True
     except Exception as exc:  # the report is the product: every failure becomes one line of JSON
         result["error"] = f"{type(exc).__name__}: {exc}"

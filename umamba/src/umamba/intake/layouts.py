@@ -49,6 +49,28 @@ class Detected:
     nnunet_labels: dict | None = None     # dataset.json "labels" of an nnU-Net source (regions kept as given)
 
 
+DICOM_HINT = ("convert each DICOM series to one NIfTI or NRRD file first: in 3D Slicer load it with the DICOM module "
+              "and save the volume as .nrrd, or run `dcm2niix -z y -o OUTPUT_FOLDER DICOM_FOLDER`")
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Ends with .dcm, or has DICOM's 'DICM' marker at byte 128."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def dicom_files(folder: Path, limit: int = 50) -> list[Path]:
+    """DICOM files in `folder` and its subfolders (among the first `limit` files looked at)."""
+    files = (p for p in Path(folder).rglob("*") if p.is_file())
+    return [p for _, p in zip(range(limit), files) if is_dicom_file(p)]
+
+
 def split_name(name: str) -> tuple[str, str] | None:
     """`case.seg.nrrd` -> ("case", ".seg.nrrd"); None for files that are not images."""
     low = name.lower()
@@ -78,6 +100,9 @@ def detect(source: Path) -> Detected:
     if image_dir and label_dir:
         return _detect_pairs(source, "folders", _files(image_dir), _files(label_dir), labels_are_all=True)
     files = _files(source)
+    if not any(split_name(p.name) for p in files) and dicom_files(source):
+        raise UserError(f"{source} holds DICOM files; import-dataset reads images as NIfTI, NRRD or MHA files",
+                        DICOM_HINT + "; then put images and labels side by side (CASE.nii.gz, CASE_seg.nii.gz)")
     if not files:
         raise UserError(f"no images found in {source}",
                         "expected an nnU-Net raw dataset (dataset.json, imagesTr, labelsTr), a folder with images/ "

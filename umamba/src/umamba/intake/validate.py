@@ -15,7 +15,8 @@ from typing import Callable
 from umamba.intake import segnrrd
 from umamba.intake.layouts import Detected, detect, split_name
 from umamba.intake.problems import DATASET, IntakeError, Problem
-from umamba.intake.volumes import Geometry, geometry_difference, integer_values, offset_on_grid, read_image
+from umamba.intake.volumes import (Geometry, axes_onto_grid, geometry_difference, integer_values, offset_on_grid,
+                                   read_image)
 
 Progress = Callable[[int, int, str], None]
 
@@ -29,6 +30,7 @@ class LabelRecipe:
     segments: list[segnrrd.Segment] = field(default_factory=list)  # seg: segments, with names
     legacy: bool = False                                           # seg: pre-4.11 file (nonzero = inside)
     offset: tuple[int, ...] = ()                                   # seg: first voxel (x, y, z) in the image grid
+    reorient: tuple | None = None                                  # map: (perm, flip) onto the image's axes
     warnings: list[str] = field(default_factory=list)
 
 
@@ -155,16 +157,23 @@ def _check_map(detected, cid, path, geometry):
         return None, None, [Problem(cid, f"label file has {g.components} values per voxel; expected one label "
                                          "map (or a Slicer .seg.nrrd)", rel)]
     problems = []
+    recipe = LabelRecipe(path, "map")
     if geometry is not None:
         diff = geometry_difference(geometry, g)
-        if diff:
+        axes = axes_onto_grid(geometry, g) if diff else None
+        if axes is not None:
+            # the same voxels with flipped or permuted axes (a DICOM-derived image vs a NIfTI label, say)
+            recipe.reorient = axes
+            recipe.warnings.append(f"{cid}: the label's axes are flipped or permuted relative to the image "
+                                   f"({rel}); it is resampled onto the image's grid (nearest neighbour, exact)")
+        elif diff:
             problems.append(Problem(cid, f"label geometry differs from the image: {diff}", rel))
     import SimpleITK as sitk
     values = integer_values(sitk.GetArrayViewFromImage(image))
     if isinstance(values, str):
         problems.append(Problem(cid, values, rel))
         values = None
-    return LabelRecipe(path, "map"), values, problems
+    return recipe, values, problems
 
 
 def _check_seg(detected, cid, path, geometry):

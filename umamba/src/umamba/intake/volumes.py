@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from umamba.intake.integrity import integrity_problem
+
 # Geometry tolerances: spacing relative, origin in voxels of the smallest spacing, direction cosines absolute.
 SPACING_RTOL = 1e-3
 ORIGIN_VOXELS = 1e-2
@@ -36,7 +38,11 @@ class Geometry:
 
 
 def read_image(path: Path) -> sitk.Image | str:
-    """The image, or a one-line reason why it cannot be read."""
+    """The image, or a one-line reason why it cannot be read (a truncated or corrupt file is refused: ITK would
+    read it with the missing voxels set to zero)."""
+    problem = integrity_problem(path)
+    if problem:
+        return f"the file {problem}; copy or export it again"
     try:
         return sitk.ReadImage(str(path))
     except Exception as exc:  # SimpleITK raises RuntimeError with a multi-line ITK message
@@ -67,6 +73,41 @@ def geometry_difference(a: Geometry, b: Geometry) -> str | None:
     if np.any(np.abs(oa - ob) > ORIGIN_VOXELS * sa.min()):
         return f"origin {_vec(oa)} vs {_vec(ob)}"
     return None
+
+
+def axes_onto_grid(grid: Geometry, other: Geometry) -> tuple[tuple[int, ...], tuple[bool, ...]] | None:
+    """How `other`'s voxels lie on `grid`'s when they are the same voxels stored with flipped or permuted axes.
+
+    Returns (perm, flip) with grid axis a = other's axis perm[a], reversed where flip[a] (ITK axis order), or None
+    when the two grids do not cover the same voxels that way. Index maps: grid index j = A i + b with
+    A = S_g^-1 D_g^T D_o S_o and b = S_g^-1 D_g^T (o_o - o_g); A must be a signed permutation and b put index 0
+    of a reversed axis on the grid's last voxel.
+    """
+    if grid.dim != other.dim:
+        return None
+    n = grid.dim
+    dg, do = (np.array(g.direction).reshape(n, n) for g in (grid, other))
+    sg, so = np.array(grid.spacing), np.array(other.spacing)
+    a = np.diag(1 / sg) @ dg.T @ do @ np.diag(so)
+    b = np.diag(1 / sg) @ dg.T @ (np.array(other.origin) - np.array(grid.origin))
+    rounded = np.round(a)
+    if np.any(np.abs(a - rounded) > SPACING_RTOL * 10) or not np.array_equal(np.abs(rounded).sum(0), np.ones(n)) \
+            or not np.array_equal(np.abs(rounded).sum(1), np.ones(n)):
+        return None
+    perm = tuple(int(np.flatnonzero(rounded[i])[0]) for i in range(n))
+    flip = tuple(bool(rounded[i, perm[i]] < 0) for i in range(n))
+    for i in range(n):
+        start = grid.size[i] - 1 if flip[i] else 0
+        if other.size[perm[i]] != grid.size[i] or abs(b[i] - start) > ORIGIN_VOXELS * 10:
+            return None
+    return perm, flip
+
+
+def onto_grid(array: np.ndarray, perm: tuple[int, ...], flip: tuple[bool, ...]) -> np.ndarray:
+    """A (z, y, x) array of the other grid, rearranged onto the grid of `axes_onto_grid` (exact: no interpolation)."""
+    itk = array.T.transpose(perm)   # ITK order (x, y, z): grid axis a <- other axis perm[a]
+    itk = np.flip(itk, [a for a, f in enumerate(flip) if f]) if any(flip) else itk
+    return np.ascontiguousarray(itk.T)
 
 
 def offset_on_grid(grid: Geometry, box: Geometry) -> tuple[int, ...] | str:

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -21,6 +20,8 @@ import SimpleITK as sitk
 from umamba.errors import UserError
 from umamba.intake import segnrrd
 from umamba.intake.validate import IntakePlan, PlannedCase
+from umamba.intake.volumes import onto_grid
+from umamba.nnunet.process_safety import pid_alive
 
 FILE_ENDING = ".nii.gz"
 FIRST_ID = 501          # nnU-Net leaves ids below 500 to public datasets
@@ -93,20 +94,8 @@ def _remove_abandoned_partials(raw: Path) -> None:
     for folder in raw.glob(f".Dataset*{PARTIAL}"):
         parts = folder.name.split(".")
         pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
-        if pid is not None and not _pid_alive(pid):
+        if pid is not None and not pid_alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process there: keep the folder
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 def _dataset_json(plan: IntakePlan, folder_name: str) -> dict:
@@ -149,6 +138,8 @@ def _label_array(case: PlannedCase) -> np.ndarray:
     if recipe.kind == "map":
         array = sitk.GetArrayViewFromImage(source)
         array = np.asarray(np.round(array) if np.issubdtype(array.dtype, np.floating) else array).astype(np.int64)
+        if recipe.reorient is not None:
+            array = onto_grid(array, *recipe.reorient)
         lut_size = int(array.max()) + 1 if array.size else 1
         lut = np.zeros(max(lut_size, max(recipe.value_map, default=0) + 1), np.int64)
         for src, dst in recipe.value_map.items():

@@ -1,7 +1,7 @@
 """The Mamba v1 block (the `mamba_simple.Mamba` of mamba-ssm), re-implemented to run on any torch device.
 
 Parameter names, shapes, dtypes and initialisation are the checkpoint contract of the original (see
-docs/umamba-architecture.md §8), so a `state_dict` saved from one loads with `strict=True` into the other.
+docs/architecture.md, "The Mamba block"), so a `state_dict` saved from one loads with `strict=True` into the other.
 The modules are created in the original's order so that, for the same RNG seed, the initial weights coincide.
 
 Forward for h of shape (B, L, d), E = expand·d, N = d_state, R = dt_rank:

@@ -1,9 +1,9 @@
 """Causal depthwise Conv1d + SiLU of the Mamba block: which kernel runs it.
 
-On CUDA tensors (UMAMBA_CONV_BACKEND overrides `auto`), auto takes the first that imports:
-    triton         our kernel (conv_triton.py). On an H200 at U-Mamba Enc's first stage (64 channels, 2,097,152
-                   steps, b 2) forward / forward+backward: 0.61 / 3.7 ms, against causal-conv1d's 2.6 / 5.7 ms
-                   and torch's 4.3 / 20 ms (BENCHMARKS.md)
+On CUDA tensors (UMAMBA_CONV_BACKEND overrides `auto`), auto takes the first that can run (umamba.mamba.backends):
+    triton         our kernel (conv_triton.py), on compute capability >= 7.0. On an H200 at U-Mamba Enc's first
+                   stage (64 channels, 2,097,152 steps, b 2) forward / forward+backward: 0.61 / 3.7 ms, against
+                   causal-conv1d's 2.6 / 5.7 ms and torch's 4.3 / 20 ms (BENCHMARKS.md)
     causal-conv1d  the compiled kernel of the `causal_conv1d` package, as the original U-Mamba uses (probed with
                    importlib, imported on first use, never needed)
     torch          depthwise `F.conv1d`
@@ -12,66 +12,48 @@ On the CPU: W shifted multiply-adds (faster than oneDNN's depthwise conv on long
 
 from __future__ import annotations
 
-import functools
 import importlib
-import importlib.util
 import os
 
 import torch
 import torch.nn.functional as F
 
 from umamba.errors import UserError
+from umamba.mamba import backends
 
-ENV_VAR = "UMAMBA_CONV_BACKEND"
+ENV_VAR = backends.CONV_ENV
 BACKENDS = ("auto", "causal-conv1d", "triton", "torch")
-
-_causal_conv1d_fn = None
-_probed = False
 
 
 def causal_conv1d_kernel():
-    """causal_conv1d.causal_conv1d_fn when the package and its CUDA extension import, else None."""
-    global _causal_conv1d_fn, _probed
-    if not _probed:
-        _probed = True
-        if importlib.util.find_spec("causal_conv1d") is not None:
-            try:
-                _causal_conv1d_fn = importlib.import_module("causal_conv1d").causal_conv1d_fn
-            except Exception:  # a wheel built for another torch/CUDA fails here: fall back, never crash
-                _causal_conv1d_fn = None
-    return _causal_conv1d_fn
+    """causal_conv1d.causal_conv1d_fn when the package and its CUDA extension import, else None (probed once)."""
+    return importlib.import_module("causal_conv1d").causal_conv1d_fn if backends.probe("causal-conv1d").ok else None
 
 
-@functools.cache
 def triton_conv():
-    """conv_triton.causal_conv1d_silu_triton when Triton imports, else None (probed once: this is on every
-    forward, and a failed import would search the path again each time)."""
-    try:
-        from umamba.mamba.conv_triton import causal_conv1d_silu_triton
-    except ImportError:
+    """conv_triton.causal_conv1d_silu_triton when Triton imports, else None (probed once)."""
+    if not backends.probe("triton-conv").ok:
         return None
-    return causal_conv1d_silu_triton
+    return importlib.import_module("umamba.mamba.conv_triton").causal_conv1d_silu_triton
 
 
 def resolve_conv_backend(x: torch.Tensor) -> str:
-    """UMAMBA_CONV_BACKEND, or the auto rule: triton > causal-conv1d > torch on CUDA; "cpu"/"torch" elsewhere."""
-    choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if choice not in BACKENDS:
-        raise UserError(f"{ENV_VAR}={choice!r} is not a convolution backend", f"use one of: {', '.join(BACKENDS)}")
-    if choice == "auto":
-        if not x.is_cuda:
-            return "cpu" if x.device.type == "cpu" else "torch"
-        if triton_conv() is not None:
-            return "triton"
-        return "causal-conv1d" if causal_conv1d_kernel() is not None else "torch"
+    """UMAMBA_CONV_BACKEND, or the auto rule of umamba.mamba.backends (triton on compute capability >= 7.0 >
+    causal-conv1d > torch on CUDA; "cpu" on the CPU, "torch" elsewhere); checks that a forced choice can run."""
+    forced = os.environ.get(ENV_VAR, "").strip().lower()
+    if forced and forced not in BACKENDS:
+        raise UserError(f"{ENV_VAR}={forced!r} is not a convolution backend", f"use one of: {', '.join(BACKENDS)}")
+    choice = backends.resolve_backend("conv", x.device).backend
     if choice == "causal-conv1d" and (not x.is_cuda or causal_conv1d_kernel() is None):
-        raise UserError(f"{ENV_VAR}=causal-conv1d, but its CUDA kernel does not import here or the tensors are "
-                        "not on a CUDA device", f"pip install causal-conv1d, or unset {ENV_VAR}")
+        raise UserError(f"{ENV_VAR}=causal-conv1d, but its CUDA kernel does not import here "
+                        f"({backends.probe('causal-conv1d').error}) or the tensors are not on a CUDA device",
+                        f"pip install causal-conv1d, or unset {ENV_VAR}")
     if choice == "triton":
-        from umamba.mamba.scan_triton import is_available  # noqa: PLC0415 (needs triton, checked next)
-        if triton_conv() is None or not is_available(x.device):
-            raise UserError(f"{ENV_VAR}=triton, but Triton does not import or cannot run on {x.device}",
-                            f"pip install triton and use a CUDA device, or unset {ENV_VAR}")
+        from umamba.mamba.scan_triton import interpreting  # noqa: PLC0415 (triton imports: checked first)
+        usable, why = backends.triton_usable(x.device, "triton-conv")
+        if triton_conv() is None or not (usable or interpreting()):
+            raise UserError(f"{ENV_VAR}=triton, but the Triton conv cannot run on {x.device}: {why}",
+                            f"unset {ENV_VAR} to use causal-conv1d's kernel or torch's conv")
     if choice == "torch" and x.device.type == "cpu":
         return "cpu"
     return choice
@@ -86,7 +68,7 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     width = weight.shape[-1]
     backend = resolve_conv_backend(x)
     if backend == "causal-conv1d":
-        return _causal_conv1d_fn(x, weight.squeeze(1), bias, activation="silu")
+        return causal_conv1d_kernel()(x, weight.squeeze(1), bias, activation="silu")
     if backend == "triton":
         return triton_conv()(x, weight, bias)
     if backend == "cpu":

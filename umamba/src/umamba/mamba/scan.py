@@ -11,53 +11,45 @@ Backends:
     cuda      mamba-ssm's compiled selective_scan_cuda, only if it imports (scan_cuda.py)
     numba     CPU inference fast path (no autograd), only if numba imports (scan_numba.py)
     triton    umamba.mamba.scan_triton (GPU, optional)
-    auto      see `_auto_backend`
+    auto      umamba.mamba.backends (Triton only on compute capability >= 7.0; the reason is kept)
 The environment variable UMAMBA_SCAN_BACKEND overrides `auto`; an explicit `backend=` argument overrides both.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 
 import torch
 
 from umamba.errors import UserError
+from umamba.mamba import backends
 
 BACKENDS = ("portable", "cuda", "numba", "triton")
-ENV_VAR = "UMAMBA_SCAN_BACKEND"
+ENV_VAR = backends.SCAN_ENV
+TRITON_MAX_STATES = backends.TRITON_MAX_STATES
 
 
 # ----------------------------------------------------------------------------------------------- availability
+# Probed once per process (umamba.mamba.backends.probe), the import errors kept for the messages below.
 def _cuda_available() -> bool:
-    from umamba.mamba import scan_cuda
-    return scan_cuda.is_available()
+    return backends.probe("mamba-ssm").ok
 
 
 def _numba_available() -> bool:
     from umamba.mamba import scan_numba
-    return scan_numba.is_available()
+    return backends.probe("numba").ok and scan_numba.is_available()
 
 
 def _triton_module():
-    """umamba.mamba.scan_triton when it exists and imports, else None."""
-    try:
-        if importlib.util.find_spec("umamba.mamba.scan_triton") is None:
-            return None
-        return importlib.import_module("umamba.mamba.scan_triton")
-    except Exception:
-        return None
-
-
-def _triton_available() -> bool:
-    return _triton_module() is not None and importlib.util.find_spec("triton") is not None
+    """umamba.mamba.scan_triton when it imports, else None."""
+    return importlib.import_module("umamba.mamba.scan_triton") if backends.probe("triton-scan").ok else None
 
 
 def available_backends() -> dict[str, bool]:
     """{backend: importable on this machine} (a backend may still need tensors on a particular device)."""
     return {"portable": True, "cuda": _cuda_available(), "numba": _numba_available(),
-            "triton": _triton_available()}
+            "triton": _triton_module() is not None}
 
 
 # ------------------------------------------------------------------------------------------------- selection
@@ -65,30 +57,9 @@ def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _auto_backend(u: torch.Tensor, needs_grad: bool) -> str:
-    """The `auto` rule: on CUDA tensors, triton where it was measured faster than mamba-ssm's kernel (below),
-    else the cuda kernel when it imports, else triton when it imports; numba for CPU inference (no gradient,
-    float32/fp16/bf16) when it imports; else portable.
-
-    Triton ("lane" kernels) vs mamba-ssm (H200, float32, b = 2, BENCHMARKS.md GPU section), forward+backward:
-    faster wherever a channel's sequence times the width is large (d·l = 2^27 at Enc stage 0: 3.2x; 2^25 at
-    stage 1: 1.6x; 2^23 at stage 2, d 256, l 32,768: 1.7x, the whole layer 1.16-1.28x), slower below (d 128,
-    l 32,768: 0.96x; stage 3, d 512, l 4,096: 0.55x; the chunked passes' launches dominate short sequences).
-    Hence: triton if d·l >= 2^23."""
-    if u.is_cuda:
-        b, d, l = u.shape
-        cuda_ok, triton_ok = _cuda_available(), _triton_available()
-        if triton_ok and (not cuda_ok or d * l >= 1 << 23):
-            return "triton"
-        if cuda_ok:
-            return "cuda"
-    if u.device.type == "cpu" and not needs_grad and u.dtype != torch.float64 and _numba_available():
-        return "numba"
-    return "portable"
-
-
-def resolve_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
-    """Explicit `backend` > UMAMBA_SCAN_BACKEND > the auto rule; checks that the choice can run."""
+def scan_backend(backend: str, u: torch.Tensor, needs_grad: bool, n: int = 16) -> str:
+    """Explicit `backend` > UMAMBA_SCAN_BACKEND > the auto rule (umamba.mamba.backends.resolve_backend, which
+    also says why) for a scan of `n` states; checks that a forced choice can run here."""
     choice = (backend or "auto").strip().lower()
     if choice == "auto":
         choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
@@ -96,14 +67,16 @@ def resolve_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
     else:
         source = "backend argument"
     if choice == "auto":
-        return _auto_backend(u, needs_grad)
+        b, d, l = u.shape
+        return backends.resolve_backend("scan", u.device, training=needs_grad, dtype=u.dtype, size=d * l,
+                                        states=n).backend
     if choice not in BACKENDS:
         raise UserError(f"unknown selective-scan backend {choice!r} (from the {source})",
                         f"use one of: auto, {', '.join(BACKENDS)}")
     if choice == "cuda":
         if not _cuda_available():
             raise UserError("the 'cuda' selective-scan backend was requested but mamba-ssm's selective_scan_cuda "
-                            "extension does not import on this machine",
+                            f"extension does not import on this machine ({backends.probe('mamba-ssm').error})",
                             f"install mamba-ssm built for this torch (umamba build-kernels), or unset {ENV_VAR} "
                             "/ use backend='auto' to run the portable scan")
         if not u.is_cuda:
@@ -111,7 +84,8 @@ def resolve_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
                             "move the module/tensors to a CUDA device or use backend='auto'")
     elif choice == "numba":
         if not _numba_available():
-            raise UserError("the 'numba' selective-scan backend was requested but numba is not installed",
+            raise UserError("the 'numba' selective-scan backend was requested but numba is not usable here "
+                            f"({backends.probe('numba').error or 'its loop failed to compile'})",
                             "pip install numba, or use backend='auto'")
         if u.device.type != "cpu":
             raise UserError(f"the 'numba' selective-scan backend runs on CPU tensors only, got {u.device}",
@@ -125,8 +99,15 @@ def resolve_backend(backend: str, u: torch.Tensor, needs_grad: bool) -> str:
     elif choice == "triton":
         if _triton_module() is None:
             raise UserError("the 'triton' selective-scan backend was requested but umamba.mamba.scan_triton "
-                            "is missing or does not import (is triton installed?)",
+                            f"does not import: {backends.probe('triton-scan').error}",
                             "pip install triton, or use backend='auto'")
+        if n > TRITON_MAX_STATES:
+            raise UserError(f"the 'triton' selective-scan backend takes up to {TRITON_MAX_STATES} states, got {n}",
+                            "use backend='auto' (mamba-ssm's kernel or the portable scan)")
+        usable, why = backends.triton_usable(u.device, "triton-scan")
+        if not usable and not _triton_module().interpreting():
+            raise UserError(f"the 'triton' selective-scan backend cannot run on {u.device}: {why}",
+                            "use backend='auto' (mamba-ssm's kernel or the portable scan)")
     return choice
 
 
@@ -172,7 +153,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """mamba-ssm `selective_scan_fn` semantics (see the module docstring); returns y (b, d, l) in u's dtype."""
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     needs_grad = _needs_grad(u, delta, A, B, C, D, z, delta_bias)
-    name = resolve_backend(backend, u, needs_grad)
+    name = scan_backend(backend, u, needs_grad, A.shape[1])
     if name == "cuda":
         from umamba.mamba.scan_cuda import selective_scan_cuda
         return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

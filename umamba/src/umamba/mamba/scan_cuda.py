@@ -9,25 +9,16 @@ autograd wrapper below calls the extension's fwd/bwd directly, with the argument
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 import torch
 
-_ext = None
-_probed = False
-
 
 def extension():
-    """The selective_scan_cuda module, or None when it is not installed or fails to import."""
-    global _ext, _probed
-    if not _probed:
-        _probed = True
-        if importlib.util.find_spec("selective_scan_cuda") is not None:
-            try:
-                _ext = importlib.import_module("selective_scan_cuda")   # torch is already imported
-            except Exception:   # built for another torch / CUDA / Python: not usable, fall back
-                _ext = None
-    return _ext
+    """The selective_scan_cuda module, or None when it is not installed or fails to import (probed once, the error
+    kept: umamba.mamba.backends)."""
+    from umamba.mamba import backends
+
+    return importlib.import_module("selective_scan_cuda") if backends.probe("mamba-ssm").ok else None
 
 
 def is_available() -> bool:

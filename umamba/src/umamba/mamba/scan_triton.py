@@ -7,14 +7,14 @@ sequence is cut into chunks and every (batch, channel block, chunk) is its own p
 forward   1. chunk_state_fwd   per chunk, from a zero state: S_c = state at the chunk's end, Δ_c = Σ δ
           2. chunk_scan        across chunks: E_c = exp(A Δ_c) E_{c-1} + S_c   (the true state after chunk c)
           3. scan_out_fwd      per chunk, from E_{c-1}: step by step -> y·SiLU(z); the state every 16 steps
-                               (lane; every T steps for seq) is kept for the backward pass, (b, l/16, d, n)
+                               is kept for the backward pass, (b, l/16, d, n)
 backward  1. chunk_state_bwd   per chunk: R_c = the adjoint carry a_{t0} λ_{t0} from a zero carry
           2. chunk_scan        across chunks, right to left: E_c = exp(A Δ_c) E_{c+1} + R_c
           3. scan_grad         per chunk, right to left: h re-run from the kept states, λ walked backwards,
                                then every gradient (see scan_triton_kernels.py for the equations)
-Two kernel families implement the per-chunk passes: "lane" (scan_triton_lane_kernels.py, the default: a
-channel's states in registers, no cross-thread work in the forward) and "seq" (scan_triton_seq_kernels.py, used
-for more than 16 states).
+The per-chunk passes are the "lane" kernels (scan_triton_lane_kernels.py): a channel's states in registers, no
+cross-thread work in the forward. That holds up to 16 states (U-Mamba's d_state); a larger state would spill
+registers, so `auto` sends n > 16 to another backend and forcing this one says so.
 Nothing of size (b, d, l, n) is ever stored; the state and all sums are float32 (float64 for float64 inputs).
 Inputs may be float32, bfloat16, float16 or float64; outputs and gradients take their input's dtype.
 
@@ -29,11 +29,11 @@ import os
 import torch
 
 from umamba.errors import UserError
+from umamba.mamba.scan import TRITON_MAX_STATES
 
 import triton  # an ImportError here tells the dispatcher that this backend is unavailable
 
 from umamba.mamba import scan_triton_kernels as _k
-from umamba.mamba import scan_triton_seq_kernels as _s
 from umamba.mamba import scan_triton_lane_kernels as _l
 
 
@@ -52,17 +52,12 @@ def is_available(device: torch.device | str | None = None) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class ScanConfig:
-    """Launch shape. mode: "lane" (a channel's states in one thread, scan_triton_lane_kernels.py; the default),
-    or "seq" (per-chunk kernels step through time, a step taken out of (DB, T) blocks by one-hot sums across
-    threads, scan_triton_seq_kernels.py; used for more than 16 states). lane: chunks are multiples of 16 steps; lanes_grad > 1
-    shares a channel's states among 4 threads in the gradient kernel; stages / stages_grad: Triton software
-    pipelining depth of the forward / backward lane kernels' loops. T: steps per tile (seq: the
-    spacing of the states kept for backward); DB: channels per program; NT: tiles per chunk (0 = choose so that
-    there are about `per_sm` programs per multiprocessor); DB_grad: channels per program of the backward kernels
-    (0 = DB); warps / warps_grad: warps per program of the forward / backward per-chunk kernels;
-    LB/CB: lanes and chunks per chunk-scan tile."""
-    mode: str = "lane"
-    T: int = 16
+    """Launch shape of the lane kernels. DB: channels per program of the forward kernels; NT: 16-step segments per
+    chunk (0 = choose so that there are about `per_sm` programs per multiprocessor); DB_grad: channels per program
+    of the gradient kernel (0 = DB); warps / warps_grad: warps per program of the forward / gradient kernels;
+    lanes_grad > 1 shares a channel's states among 4 threads in the gradient kernel; stages / stages_grad: Triton
+    software-pipelining depth of the forward / gradient kernels' loops; LB / CB: lanes and chunks per tile of the
+    scan across chunks."""
     DB: int = 16
     DB_grad: int = 0
     NT: int = 0
@@ -76,25 +71,20 @@ class ScanConfig:
     stages_grad: int = 1
 
     def to_text(self) -> str:
-        fields = [f.name for f in dataclasses.fields(self) if f.name != "mode"]
-        return f"{self.mode}:" + ",".join(f"{k}={getattr(self, k)}" for k in fields)
+        return ",".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self))
 
     @staticmethod
     def parse(text: str) -> "ScanConfig":
-        """'mode:key=value,...' (e.g. 'seq:T=16,DB=32,warps=2') -> ScanConfig; unknown keys raise."""
-        mode, _, rest = text.strip().partition(":")
-        if mode not in ("lane", "seq"):
-            raise ValueError(f"mode {mode!r}: use lane or seq")
-        kw = {k.strip(): int(v) for k, v in (kv.split("=") for kv in filter(None, rest.split(",")))}
-        return ScanConfig(mode=mode, **kw)
+        """'key=value,...' (e.g. 'DB=32,DB_grad=8,per_sm=64') -> ScanConfig; unknown keys raise."""
+        kw = {k.strip(): int(v) for k, v in (kv.split("=") for kv in filter(None, text.strip().split(",")))}
+        return ScanConfig(**kw)
 
 
-# The fastest of the configurations swept on an H200 (BENCHMARKS.md, GPU section): summed fwd+bwd time at
-# U-Mamba Enc 3D stages 0 and 1 (b=2). The "lane" kernels (scan_triton_lane_kernels.py); "seq" stays selectable
-# for comparison (UMAMBA_TRITON_SCAN_CONFIG) and serves n > 16 states.
-DEFAULT_CONFIG = ScanConfig(mode="lane", DB=32, DB_grad=8, warps=1, warps_grad=1, per_sm=64, lanes_grad=4, stages=3,
+# The fastest of the configurations swept on an H200 (BENCHMARKS.md, "GPU Triton scan launch configuration"): summed
+# fwd+bwd time at U-Mamba Enc 3D stages 0 and 1 (b=2).
+DEFAULT_CONFIG = ScanConfig(DB=32, DB_grad=8, warps=1, warps_grad=1, per_sm=64, lanes_grad=4, stages=3,
                             stages_grad=1)
-CONFIG_ENV = "UMAMBA_TRITON_SCAN_CONFIG"  # e.g. "seq:T=16,DB=32,DB_grad=16,warps=2,warps_grad=2" (benchmarks)
+CONFIG_ENV = "UMAMBA_TRITON_SCAN_CONFIG"  # e.g. "DB=32,DB_grad=8,per_sm=32" (benchmarks)
 
 
 def _env_config() -> ScanConfig | None:
@@ -105,7 +95,7 @@ def _env_config() -> ScanConfig | None:
         return ScanConfig.parse(text)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{CONFIG_ENV}={text!r} is not a scan configuration ({exc})",
-                        "use 'mode:key=value,...' with mode lane or seq and ScanConfig fields, or unset it")
+                        "use 'key=value,...' with ScanConfig fields, or unset it")
 
 
 def _pow2(x: int) -> int:
@@ -119,11 +109,11 @@ def _multiprocessors(device: torch.device) -> int:
 
 
 def _plan(b: int, d: int, l: int, device: torch.device, cfg: ScanConfig):
-    """(DB, T, NT, number of d blocks, tiles, chunks); T is the lane kernels' 16-step segment or cfg.T. Chunks
-    are long enough to amortise the chunk passes but numerous enough that b · d-blocks · chunks fills the GPU
+    """(DB, T, NT, number of d blocks, tiles, chunks); T is the lane kernels' 16-step segment. Chunks are long
+    enough to amortise the chunk passes but numerous enough that b · d-blocks · chunks fills the GPU
     several times over."""
     DB = min(cfg.DB, _pow2(d))
-    T = _l.SEG if cfg.mode == "lane" else cfg.T
+    T = _l.SEG
     ndb = -(-d // DB)
     ntiles = -(-l // T)
     NT = cfg.NT
@@ -135,23 +125,9 @@ def _plan(b: int, d: int, l: int, device: torch.device, cfg: ScanConfig):
     return DB, T, NT, ndb, ntiles, nc
 
 
-def _kernels(cfg: ScanConfig):
-    """(chunk state fwd, outputs, chunk state bwd, gradients) of the configured family; both take the same
-    arguments except the gradient kernel's scratch area (seq) and layout flags."""
-    if cfg.mode == "lane":
-        return (_l.chunk_state_fwd_lane_kernel, _l.scan_out_fwd_lane_kernel, _l.chunk_state_bwd_lane_kernel,
-                _l.scan_grad_lane_kernel)
-    return (_s.chunk_state_fwd_seq_kernel, _s.scan_out_fwd_seq_kernel, _s.chunk_state_bwd_seq_kernel,
-            _s.scan_grad_seq_kernel)
-
-
-def _flags(cfg: ScanConfig, n: int, DB: int, T: int, f64: bool, delta_bias, delta_softplus, stages: int) -> dict:
-    flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB)
-    if cfg.mode == "lane":
-        flags.update(G=max(1, _pow2(n) // 4), STAGES=stages)       # n = g·4 + k
-    else:
-        flags.update(NP=_pow2(n), T=T)
-    return flags
+def _flags(n: int, DB: int, f64: bool, delta_bias, delta_softplus, stages: int) -> dict:
+    return dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), F64=f64, DB=DB,
+                G=max(1, _pow2(n) // 4), STAGES=stages)                 # n = g·4 + k
 
 
 def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -203,8 +179,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_stat
     acc = _acc_dtype(u)
     f64 = acc == torch.float64
     DB, T, NT, ndb, ntiles, nc = plan = _plan(b, d, l, u.device, cfg)
-    state_fwd, out_fwd, _, _ = _kernels(cfg)
-    flags = _flags(cfg, n, DB, T, f64, delta_bias, delta_softplus, cfg.stages)
+    flags = _flags(n, DB, f64, delta_bias, delta_softplus, cfg.stages)
     grid = (nc, b * ndb)
     dummy = u
     zz = z if z is not None else u
@@ -212,7 +187,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_stat
     if nc > 1:
         S = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
         dsum = torch.empty((b, nc, d), device=u.device, dtype=acc)
-        state_fwd[grid](
+        _l.chunk_state_fwd_lane_kernel[grid](
             u, delta, B, A, delta_bias if delta_bias is not None else dummy, S, dsum,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1), A.stride(0),
             d, l, n, chunk_len, nc, num_warps=cfg.warps, **flags)
@@ -221,7 +196,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_stat
         dsum = E = None
     out = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
     H = torch.empty((b, ntiles, d, n), device=u.device, dtype=acc) if store_states else None
-    out_fwd[grid](
+    _l.scan_out_fwd_lane_kernel[grid](
         u, delta, zz, B, C, A, D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
         E if E is not None else dummy, out, H if H is not None else dummy,
         u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
@@ -237,21 +212,19 @@ def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, 
     n = A.shape[1]
     acc = _acc_dtype(u)
     f64 = acc == torch.float64
-    lane = cfg.mode == "lane"
     DB_fwd, T, NT, _, ntiles, nc = plan
-    _, _, state_bwd, grad = _kernels(cfg)
     # the gradient kernel may use its own channel-block size: nothing it shares with the forward depends on it.
-    # The lane family's chunk-state pass keeps the forward's block and warps (a state pass like the forward's).
+    # The chunk-state pass keeps the forward's block and warps (a state pass like the forward's).
     DB = min(cfg.DB_grad or cfg.DB, _pow2(d))
     grid = (nc, b * -(-d // DB))
-    DB_state, warps_state = (DB_fwd, cfg.warps) if lane else (DB, cfg.warps_grad)
-    flags = _flags(cfg, n, DB, T, f64, delta_bias, delta_softplus, cfg.stages_grad)
+    DB_state, warps_state = DB_fwd, cfg.warps
+    flags = _flags(n, DB, f64, delta_bias, delta_softplus, cfg.stages_grad)
     dummy = u
     zz = z if z is not None else u
     chunk_len = NT * T
     if nc > 1:
         R = torch.empty((b, nc, d, n), device=u.device, dtype=acc)
-        state_bwd[(nc, b * -(-d // DB_state))](
+        _l.chunk_state_bwd_lane_kernel[(nc, b * -(-d // DB_state))](
             dout, zz, delta, C, A, delta_bias if delta_bias is not None else dummy, R,
             dout.stride(0), dout.stride(1), zz.stride(0), zz.stride(1), delta.stride(0), delta.stride(1),
             C.stride(0), C.stride(1), A.stride(0),
@@ -266,15 +239,10 @@ def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, H, 
     common = (u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
               B.stride(0), B.stride(1), C.stride(0), C.stride(1), dout.stride(0), dout.stride(1), A.stride(0),
               du.stride(0), du.stride(1), d, l, n, chunk_len, nc, ntiles)
-    if lane:
-        # lanes_grad > 1: a channel's states shared by 4 threads (fewer registers: no spills)
-        GL = flags["G"] if cfg.lanes_grad > 1 else 1
-        grad[grid](*ins, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None, GL=GL,
-                   num_warps=cfg.warps_grad, **flags)
-    else:
-        scratch = torch.empty((grid[0] * grid[1], T, DB, flags["NP"]), device=u.device, dtype=acc)
-        grad[grid](*ins, scratch, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None,
-                   num_warps=cfg.warps_grad, **flags)
+    # lanes_grad > 1: a channel's states shared by 4 threads (fewer registers: no spills)
+    GL = flags["G"] if cfg.lanes_grad > 1 else 1
+    _l.scan_grad_lane_kernel[grid](*ins, *outs, *common, HAS_D=D is not None, HAS_Z=z is not None, GL=GL,
+                                   num_warps=cfg.warps_grad, **flags)
     return _grad_results(B, C, D, delta_bias, du, ddelta, dz, dB, dC, dA, dD, dbias)
 
 
@@ -321,10 +289,10 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
                         f"{tuple(B.shape)}, {tuple(C.shape)}", "use backend='portable'")
     if u.shape[-1] == 0:
         return torch.empty_like(u)
+    if A.shape[1] > TRITON_MAX_STATES:
+        raise UserError(f"the 'triton' selective-scan backend takes up to {TRITON_MAX_STATES} states, got "
+                        f"{A.shape[1]}", "use backend='auto' (mamba-ssm's kernel or the portable scan)")
     cfg = config or _env_config() or DEFAULT_CONFIG
-    if cfg.mode == "lane" and A.shape[1] > 16:
-        # the lane kernels keep a channel's states in registers; beyond 16 states they would spill
-        cfg = dataclasses.replace(cfg, mode="seq", DB=min(cfg.DB, 16), DB_grad=0, warps=2, warps_grad=2)
     u, delta, B, C, z = _rows(u), _rows(delta), _rows(B), _rows(C), _rows(z)
     A = A.contiguous()
     D = None if D is None else D.contiguous()

@@ -9,10 +9,8 @@ gives  dB_t = Σ_d λ_t δ_t u_t,  dC_t = Σ_d dy_t h_t,  du_t = δ_t Σ_n λ_t 
        dδ_t = u_t Σ_n λ_t B_t + Σ_n λ_t A a_t h_{t-1},  dA = Σ_{b,t} λ_t δ_t a_t h_{t-1},
 where a_t h_{t-1} = h_t − x_t (no shift along t needed).
 
-This file holds what the per-chunk kernel families share (scan_triton_lane_kernels.py, the default, and
-scan_triton_seq_kernels.py for more than 16 states): the accumulation dtype, softplus, and the short scan across
-chunks. (Session 1's third family, 3-D tiles scanned with `tl.associative_scan`, was removed once the lane kernels
-were faster at every shape: 0.5x mamba-ssm fwd+bwd at Enc 3D stage 0, against 3.2x.)
+This file holds what the per-chunk kernels (scan_triton_lane_kernels.py) build on: the accumulation dtype,
+softplus, and the short scan across chunks.
 """
 
 from __future__ import annotations

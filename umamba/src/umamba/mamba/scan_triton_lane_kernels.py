@@ -1,4 +1,4 @@
-"""Per-chunk kernels of the Triton scan that keep each channel's states inside one thread (the "lane" variant).
+"""Per-chunk kernels of the Triton scan that keep each channel's states inside one thread ("lane" kernels).
 
 Same chunk algorithm and notation as scan_triton_kernels.py. A program owns DB channels of one batch element and
 one chunk of the sequence; its state is a (DB, G, K) block with n = g·K + k (NP = G·K states, K = 4). Triton has
@@ -7,8 +7,8 @@ shapes are chosen such that its layout inference puts what a step needs into one
 
 - per-channel inputs (δ, u, z, dout) are loaded as (DB, GL, 16) blocks, 16 steps of one channel in one thread
   (64 contiguous bytes: whole 32-byte sectors; 4-step blocks used half sectors and ran memory-bound), and taken
-  apart with reshape + permute + split, which stay inside the thread — no shuffle, no shared memory (the earlier
-  "seq" kernels took one step out of a (DB, T) block with a one-hot sum across threads: issue-bound);
+  apart with reshape + permute + split, which stay inside the thread — no shuffle, no shared memory (taking one
+  step out of a (DB, T) block with a one-hot sum across threads instead is issue-bound: about 2x slower);
 - forward kernels (GL = 1, DB = 32 · warps): a channel's 16 states in one thread, B_t and C_t held whole by every
   thread (the same addresses across a warp: one transaction); no value crosses threads;
 - gradient kernel (GL = G = 4, DB = 8 · warps): the states of a channel spread over 4 threads (GL > 1 repeats the

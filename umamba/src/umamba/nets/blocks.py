@@ -1,4 +1,4 @@
-"""Convolutional building blocks of the U-Mamba networks (architecture spec §2).
+"""Convolutional building blocks of the U-Mamba networks (docs/architecture.md, "Blocks").
 
 Module and parameter names are the checkpoint contract: `conv1, norm1, conv2, norm2, conv3` in BasicResBlock,
 `conv1/conv2.{conv, norm, all_modules}` in BasicBlockD, `conv` in UpsampleLayer.
@@ -6,14 +6,18 @@ Module and parameter names are the checkpoint contract: `conv1, norm1, conv2, no
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from umamba.mamba import backends
+
 NEGATIVE_SLOPE = 0.01  # LeakyReLU slope, also the `a` of the Kaiming initialisation
 NORM_EPS = 1e-5
+NORM_BACKEND_ENV = "UMAMBA_NORM_BACKEND"  # "torch" (default) or "triton": instance_norm_act_triton.py, opt-in
 
 
 def conv_class(dim: int) -> type[nn.Module]:
@@ -37,6 +41,28 @@ def make_nonlin() -> nn.Module:
     return nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)
 
 
+def _fused_norm_act(x: torch.Tensor):
+    """The Triton InstanceNorm+LeakyReLU when UMAMBA_NORM_BACKEND=triton, Triton imports and x can run it (CUDA,
+    or any device under Triton's interpreter); else None: torch's modules."""
+    if os.environ.get(NORM_BACKEND_ENV, "torch") != "triton":
+        return None
+    # umamba.mamba.backends: probed once, and Triton only on compute capability >= 7.0 (or its interpreter)
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1" and backends.probe("triton-instnorm").ok
+    if not (interpreted or backends.triton_usable(x.device, "triton-instnorm")[0]):
+        return None
+    from umamba.nets.instance_norm_act_triton import instance_norm_leaky_relu
+
+    return instance_norm_leaky_relu
+
+
+def norm_act(norm: nn.Module, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """act(norm(x)), in one Triton pass when chosen (the modules keep their parameters: checkpoints unchanged)."""
+    fused = _fused_norm_act(x)
+    if fused is None:
+        return act(norm(x))
+    return fused(x, norm.weight, norm.bias, norm.eps, act.negative_slope)
+
+
 class BasicResBlock(nn.Module):
     """Residual block whose skip is always a strided 1x1 conv.
 
@@ -56,7 +82,7 @@ class BasicResBlock(nn.Module):
         self.conv3 = make_conv(dim, c_in, c_out, ones, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act1(self.norm1(self.conv1(x)))
+        y = norm_act(self.norm1, self.act1, self.conv1(x))
         y = self.norm2(self.conv2(y))
         return self.act2(y + self.conv3(x))
 
@@ -79,6 +105,8 @@ class ConvNormAct(nn.Module):
         self.all_modules = nn.Sequential(*modules)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "nonlin"):
+            return norm_act(self.norm, self.nonlin, self.conv(x))
         return self.all_modules(x)
 
 

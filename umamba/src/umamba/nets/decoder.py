@@ -1,4 +1,5 @@
-"""U-Mamba decoder: nearest upsampling + 1x1 conv, concatenation with the skip, residual stage (spec §6)."""
+"""U-Mamba decoder: nearest upsampling + 1x1 conv, concatenation with the skip, residual stage
+(docs/architecture.md, "Decoder and deep supervision")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Residual encoder with optional Mamba layers after its stages (spec §3, §5)."""
+"""Residual encoder with optional Mamba layers after its stages (docs/architecture.md,
+"Encoder" and "Where the Mamba layers sit")."""
 
 from __future__ import annotations
 

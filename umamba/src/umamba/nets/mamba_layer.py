@@ -1,34 +1,24 @@
-"""LayerNorm + Mamba over a feature map, as a sequence of spatial tokens or of channel tokens (spec §4)."""
+"""LayerNorm + Mamba over a feature map, as a sequence of spatial tokens or of channel tokens
+(docs/architecture.md, "MambaLayer")."""
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 
 import torch
 from torch import nn
 
-from umamba.mamba import Mamba
-
-
-@functools.cache
-def _triton_norm_module():
-    """umamba.nets.channel_norm_triton, or None without Triton (probed once: this is on every forward)."""
-    try:
-        from umamba.nets import channel_norm_triton
-    except ImportError:
-        return None
-    return channel_norm_triton
+from umamba.mamba import Mamba, backends
 
 
 def _channel_norm(x: torch.Tensor, c: int):
-    """The Triton channels-first LayerNorm (channel_norm_triton.py) where it applies (CUDA tensors, or any under
-    Triton's interpreter, which the tests use), else None."""
-    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+    """The Triton channels-first LayerNorm (channel_norm_triton.py) where umamba.mamba.backends allows it (CUDA
+    compute capability >= 7.0, or Triton's interpreter, which the tests use), else None."""
+    if backends.resolve_backend("norm", x.device, channels=c).backend != "triton":
         return None
-    module = _triton_norm_module()
-    return module.channel_layer_norm if module is not None and c <= module.MAX_CHANNELS else None
+    from umamba.nets import channel_norm_triton  # imported once already by the probe
+
+    return channel_norm_triton.channel_layer_norm
 
 
 class MambaLayer(nn.Module):

@@ -1,4 +1,5 @@
-"""U-Mamba Bot and U-Mamba Enc networks (spec §1, §5), built from a NetworkSpec."""
+"""U-Mamba Bot and U-Mamba Enc networks built from a NetworkSpec (docs/architecture.md, "Building
+the network from a plan" and "Where the Mamba layers sit")."""
 
 from __future__ import annotations
 

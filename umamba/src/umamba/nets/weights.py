@@ -7,11 +7,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from umamba.checkpoint import compare_weights, strip_wrappers
 from umamba.errors import UserError
 
 NEW_LAYOUT_MARK = "decoder.upsample_layers."
 OLD_LAYOUT_MARK = "decoder.transpconvs."
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 SHOWN = 5
 
 
@@ -25,7 +25,7 @@ def load_network_weights(net: nn.Module, weights: Mapping[str, Any]) -> None:
         weights = weights["network_weights"]
     if not isinstance(weights, Mapping):
         raise UserError(f"Expected a state_dict (a dict of tensors), got {type(weights).__name__}.")
-    state = {_strip_wrappers(k): v for k, v in weights.items()}
+    state = {strip_wrappers(k): v for k, v in weights.items()}
     if any(k.startswith(OLD_LAYOUT_MARK) for k in state) and not any(k.startswith(NEW_LAYOUT_MARK) for k in state):
         raise UserError(
             "These weights use the January-2024 U-Mamba layout (transposed-conv decoder, keys "
@@ -36,37 +36,15 @@ def load_network_weights(net: nn.Module, weights: Mapping[str, Any]) -> None:
         )
     own = net.state_dict()
     _check_variant(own, state)
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mis_shaped = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("with another shape", mis_shaped)):
-            if keys:
-                more = f", ... ({len(keys) - SHOWN} more)" if len(keys) > SHOWN else ""
-                parts.append(f"{len(keys)} {label}: {', '.join(keys[:SHOWN])}{more}")
+    comparison = compare_weights(own, state)
+    if not comparison.fits:
         raise UserError(
             f"The weights do not fit this network ({len(state)} keys given, {len(own)} expected): "
-            + "; ".join(parts)
-            + ".",
+            f"{comparison.first_mismatch()} ({comparison.summary(SHOWN)}).",
             hint="build the network from the same plans.json configuration, variant, number of input channels "
             "and number of classes that the model was trained with",
         )
     net.load_state_dict(state, strict=True)
-
-
-def _strip_wrappers(key: str) -> str:
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, stripped = key[len(prefix) :], True
-    return key
 
 
 def _check_variant(own: Mapping[str, Any], state: Mapping[str, Any]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from umamba.errors import UserError
+from umamba.intake.integrity import integrity_problem
 
 # File endings SimpleITK reads; other formats (png, tif, ...) go through nnU-Net's reader.
 _SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz")
@@ -162,7 +163,9 @@ def _check_geometry(case: Case, ending: str) -> list[str]:
             problems.append(f"{where}: image origin {tuple(np.round(origin, 3))} differs from label origin "
                             f"{tuple(np.round(lab_origin, 3))}")
         if direction.shape == lab_dir.shape and not np.allclose(direction, lab_dir, atol=1e-3):
-            problems.append(f"{where}: image and label have different orientation (direction matrices differ)")
+            problems.append(f"{where}: image and label have different orientation (direction matrices differ; "
+                            f"when the label holds the same voxels with flipped axes, `umamba import-dataset` "
+                            f"resamples it onto the image)")
     return problems
 
 
@@ -209,6 +212,12 @@ def validate_raw_dataset(folder: str | Path) -> RawDataset:
                 problems.append(f"case {case.identifier}: label file {case.label} is missing")
             if missing or not case.label.is_file():
                 continue
+            damaged = [(f, integrity_problem(f)) for f in (*case.images, case.label)]
+            damaged = [(f, why) for f, why in damaged if why]
+            for f, why in damaged:
+                problems.append(f"case {case.identifier}: {f.parent.name}/{f.name} {why}")
+            if damaged:
+                continue
             try:
                 if sitk_readable:
                     problems += _check_geometry(case, ds.dataset_json["file_ending"])
@@ -220,7 +229,7 @@ def validate_raw_dataset(folder: str | Path) -> RawDataset:
         more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
         raise UserError(f"the raw dataset {folder} has {len(problems)} problem(s):\n  - " + "\n  - ".join(shown)
                         + more,
-                        "fix these files (nothing was planned or written); nnU-Net's layout is "
+                        "fix these files (nothing was planned or written; copy damaged files again); nnU-Net's layout is "
                         "imagesTr/CASE_0000.nii.gz per channel and labelsTr/CASE.nii.gz with whole-number labels "
                         "on the same voxel grid")
     return ds

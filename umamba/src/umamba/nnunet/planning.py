@@ -20,11 +20,13 @@ from umamba.errors import UserError
 from umamba.nnunet import compat
 from umamba.nnunet.dataset_check import validate_raw_dataset
 from umamba.nnunet.datasets import find_dataset_folder, parse_dataset_id
+from umamba.nnunet.process_safety import pid_alive
 from umamba.progress import Reporter
 
 CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
 DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres")  # the ones U-Mamba trains
 PLANS_IDENTIFIER = "nnUNetPlans"
+STAGING_PREFIX = ".umamba-staging-"
 
 
 @dataclass
@@ -63,6 +65,21 @@ def _replace(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
+def remove_abandoned_staging(preprocessed_root: Path) -> list[Path]:
+    """Staging folders of plans that were killed (their process is gone) cannot clean up after themselves: the next
+    plan removes them, and the renamed-away items of an interrupted swap (`DatasetXXX/.NAME.old-PID`)."""
+    if not preprocessed_root.is_dir():
+        return []
+    candidates = [(p, p.name[len(STAGING_PREFIX):]) for p in preprocessed_root.glob(STAGING_PREFIX + "*")]
+    candidates += [(p, p.name.rsplit(".old-", 1)[1]) for p in preprocessed_root.glob("Dataset*/.*.old-*")]
+    removed = []
+    for path, pid in candidates:
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def plan_dataset(dataset: str, raw_root: Path, preprocessed_root: Path, configurations=DEFAULT_CONFIGURATIONS,
                  num_processes: int | None = None, verify: bool = False,
                  reporter: Reporter | None = None) -> PlanResult:
@@ -72,6 +89,7 @@ def plan_dataset(dataset: str, raw_root: Path, preprocessed_root: Path, configur
     if bad or not configurations:
         raise UserError(f"unknown configuration(s) {', '.join(bad) or '(none)'}",
                         f"choose from {', '.join(CONFIGURATIONS)}")
+    remove_abandoned_staging(preprocessed_root)
     raw_folder = find_dataset_folder(raw_root, dataset, "nnUNet_raw",
                                      "put the dataset into that folder in nnU-Net's layout (or use "
                                      "`umamba import-dataset`), or point --workspace / nnUNet_raw elsewhere")
@@ -84,7 +102,7 @@ def plan_dataset(dataset: str, raw_root: Path, preprocessed_root: Path, configur
 
     preprocessed_root.mkdir(parents=True, exist_ok=True)
     staged = compat.nnunet_paths_follow_environment()
-    staging_root = preprocessed_root / f".umamba-staging-{os.getpid()}" if staged else preprocessed_root
+    staging_root = preprocessed_root / f"{STAGING_PREFIX}{os.getpid()}" if staged else preprocessed_root
     target = preprocessed_root / raw_folder.name
     try:
         # The planner calls torch.set_num_threads(nnUNet_n_proc_DA), which must then be positive.

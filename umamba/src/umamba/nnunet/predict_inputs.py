@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from umamba.errors import UserError
+from umamba.intake.integrity import check_image_file
+from umamba.intake.layouts import DICOM_HINT, dicom_files, is_dicom_file
 
 # Longest first, so ".nii.gz" wins over ".gz".
 IMAGE_ENDINGS = (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".mha", ".mhd", ".gipl", ".tif", ".tiff", ".png", ".bmp")
@@ -53,6 +55,9 @@ def resolve_cases(inputs: list[str], output: str, channels: list[str],
     n = len(channels)
     paths = [Path(p).expanduser() for p in inputs]
     if len(paths) == 1 and paths[0].is_dir():
+        if not any(image_ending(p) for p in paths[0].iterdir() if p.is_file()) and dicom_files(paths[0]):
+            raise UserError(f"{paths[0]} holds a DICOM series; predict reads images as NIfTI, NRRD or MHA files",
+                            DICOM_HINT)
         cases = _cases_from_folder(paths[0], channels, supported_endings)
         out = Path(output).expanduser()
         if image_ending(out):
@@ -90,6 +95,21 @@ def check_outputs(cases: list[Case]) -> None:
         raise UserError("two cases would be written to the same output file", "pass an output folder")
 
 
+def check_output_locations(cases: list[Case]) -> None:
+    """Every output can be written: its folder exists or can be made (the nearest existing parent is a writable
+    folder), checked before the model loads."""
+    for folder in sorted({c.output.parent for c in cases}):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UserError(f"the output folder {folder} cannot be made: {existing} is a file",
+                            "choose an output path whose folders are folders")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"the output folder {folder} is not writable ({existing} does not allow writing)",
+                            "choose an output folder you can write to")
+
+
 def check_endings(cases: list[Case], supported_endings: list[str]) -> None:
     """Every input and output file has an ending the model's image reader / writer handles."""
     for case in cases:
@@ -100,6 +120,9 @@ def check_endings(cases: list[Case], supported_endings: list[str]) -> None:
 
 def _check_ending(path: Path, supported_endings: list[str], what: str = "input") -> None:
     ending = image_ending(path)
+    if what == "input" and ending is None and path.is_file() and is_dicom_file(path):
+        raise UserError(f"{path} is a DICOM file; predict reads a whole image as one NIfTI, NRRD or MHA file",
+                        DICOM_HINT)
     if ending is None or not any(str(path).lower().endswith(e.lower()) for e in supported_endings):
         raise UserError(f"{what} {path} is not a file type this model's image reader handles",
                         f"use one of: {', '.join(supported_endings)}")
@@ -148,6 +171,7 @@ def check_case_images(case: Case) -> None:
     for f in case.files:
         if image_ending(f) in (".png", ".bmp", ".tif", ".tiff"):
             continue  # nnU-Net's natural-image readers: nothing to check cheaply
+        check_image_file(f)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(f))
         try:

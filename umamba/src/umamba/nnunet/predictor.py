@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from umamba.checkpoint import load_checkpoint
+from umamba.devices import pick_device
 from umamba.errors import UserError
 from umamba.model_store import ModelFolder, channel_names, inspect_model_folder, trainer_variant
+from umamba.nnunet.plans_check import check_plan_names
 from umamba.nnunet.predict_inputs import Case, check_case_images
 from umamba.progress import Reporter
 
@@ -71,23 +73,6 @@ class LoadedModel:
     supported_endings: list[str]
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    name = (name or "auto").lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but this torch build sees no CUDA GPU",
-                        "use --device cpu (or auto), or install a CUDA build of torch (`umamba doctor`)")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("--device mps was asked for but MPS is not available", "use --device cpu (or auto)")
-    if name not in ("cpu", "cuda", "mps"):
-        raise UserError(f"unknown device '{name}'", "use cpu, cuda, mps or auto")
-    return torch.device(name)
-
-
 def _choose_folds(model: ModelFolder, folds: list[str] | None) -> list[str]:
     if not folds:
         numbered = [f for f in model.folds if f != "all"]
@@ -101,7 +86,7 @@ def _choose_folds(model: ModelFolder, folds: list[str] | None) -> list[str]:
 
 
 def load_weights_into(network: torch.nn.Module, weights: dict, source: Path) -> dict:
-    """Strict load (H2's loader: clear messages, DDP/compile prefixes stripped); returns a copy of the state dict
+    """Strict load (clear messages, DDP/compile prefixes stripped); returns a copy of the state dict
     in the network's own key names, which is what nnU-Net's predictor reloads for each fold."""
     from umamba.nets import load_network_weights
 
@@ -138,6 +123,7 @@ def load_predictor(model_dir: str | os.PathLike, folds: list[str] | None = None,
     if configuration not in plans_manager.available_configurations:
         raise UserError(f"{model.path}/plans.json has no configuration '{configuration}'",
                         "the checkpoint and plans.json must come from the same training run")
+    check_plan_names(plans, configuration, Path(model.path) / "plans.json")
     with contextlib.redirect_stdout(sys.stderr):  # the old-format conversion warns on stdout
         configuration_manager = plans_manager.get_configuration(configuration)
     if configuration_manager.previous_stage_name is not None:
@@ -154,7 +140,7 @@ def load_predictor(model_dir: str | os.PathLike, folds: list[str] | None = None,
     network.load_state_dict(parameters[0])
     mirror_axes = checkpoints[0].get("inference_allowed_mirroring_axes")
 
-    dev = pick_device(device)
+    dev = torch.device(pick_device(device))
     with contextlib.redirect_stdout(sys.stderr):  # "perform_everything_on_device ... only for cuda" on CPU
         predictor = UMambaPredictor(tile_step_size=step_size, use_gaussian=True, use_mirroring=use_mirroring,
                                     perform_everything_on_device=dev.type == "cuda", device=dev, verbose=False,

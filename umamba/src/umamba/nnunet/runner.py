@@ -11,15 +11,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from umamba.devices import pick_device
 from umamba.errors import UserError
 from umamba.nnunet import compat
 from umamba.nnunet.datasets import find_dataset_folder
-from umamba.nnunet.process_safety import die_with_parent
+from umamba.nnunet.plans_check import check_plan_names
+from umamba.nnunet.process_safety import die_with, die_with_parent
 from umamba.nnunet.trainer_names import TRAINER_ALIASES, TRAINER_NAMES, model_folder_name
 from umamba.progress import Reporter
 
@@ -38,10 +41,13 @@ class TrainRequest:
     continue_training: bool = False
     device: str | None = None
     pretrained: str | None = None
+    trust_checkpoint: bool = False
     num_gpus: int = 1
     compile: bool = False
     final_validation: bool = True
     plans: str = "nnUNetPlans"
+    memory_limit_gb: float | None = None
+    trainer_class: type | None = None  # a subclass of one of ours (or of nnUNetTrainer) to run instead: benchmarks
 
 
 def resolve_trainer_name(name: str) -> str:
@@ -52,26 +58,6 @@ def resolve_trainer_name(name: str) -> str:
         return key
     raise UserError(f"unknown trainer {name!r}",
                     f"use one of {', '.join(TRAINER_ALIASES)} or a full name: {', '.join(TRAINER_NAMES)}")
-
-
-def pick_device(requested: str | None) -> str:
-    if requested not in (None, "cpu", "cuda", "mps"):
-        raise UserError(f"unknown device {requested!r}", "use cpu, cuda or mps")
-    import torch
-
-    if requested is None:
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but torch sees no CUDA GPU",
-                        "use --device cpu, or install a CUDA build of torch (`umamba doctor` shows what is installed)")
-    if requested == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise UserError("--device mps was requested but this machine has no usable Apple GPU", "use --device cpu")
-    return requested
 
 
 def parse_fold(fold) -> int | str:
@@ -145,6 +131,22 @@ def _load_plans(preprocessed_root: Path, req: TrainRequest) -> tuple[Path, dict,
     return folder, plans, dataset_json
 
 
+def check_training_memory(req: TrainRequest, preprocessed_root: Path, device: str, reporter: Reporter | None):
+    """The memory one training step needs vs what the device has free: refused before anything is built."""
+    from umamba.memory import check_memory, estimate_training
+    from umamba.nets.plan_spec import resolve_configuration, spec_from_plans
+
+    _folder, plans, dataset_json = _load_plans(preprocessed_root, req)
+    config = resolve_configuration(plans, req.configuration)
+    spec = spec_from_plans(plans, req.configuration)
+    variant = "enc" if "Enc" in resolve_trainer_name(req.trainer) else "bot"
+    labels = dataset_json.get("labels", {})
+    estimate = estimate_training(spec, variant, config["patch_size"], int(config.get("batch_size", 2)),
+                                 len(dataset_json.get("channel_names") or dataset_json.get("modality") or {}) or 1,
+                                 max(len(labels), 2), device)
+    return check_memory(estimate, reporter, req.memory_limit_gb)
+
+
 def _settings(output_folder: Path) -> dict:
     try:
         return json.loads((output_folder / SETTINGS_FILE).read_text())
@@ -166,12 +168,13 @@ def build_trainer(req: TrainRequest, preprocessed_root: Path, device: str, repor
     from umamba.nnunet.trainers import TRAINER_CLASSES
 
     _folder, plans, dataset_json = _load_plans(preprocessed_root, req)
-    cls = TRAINER_CLASSES[resolve_trainer_name(req.trainer)]
+    cls = req.trainer_class or TRAINER_CLASSES[resolve_trainer_name(req.trainer)]
     torch_device = torch.device(device)
     with contextlib.redirect_stdout(sys.stderr):
         trainer = cls(plans=compat.trainer_plans(plans, req.continue_training), configuration=req.configuration,
                       fold=parse_fold(req.fold), dataset_json=dataset_json, device=torch_device)
     trainer.reporter = reporter
+    trainer.trust_checkpoint = req.trust_checkpoint
     saved = _settings(Path(trainer.output_folder)) if req.continue_training else {}
     epochs = req.epochs or saved.get("epochs") or trainer.num_epochs
     iterations = req.iterations_per_epoch or saved.get("iterations_per_epoch") or trainer.num_iterations_per_epoch
@@ -198,9 +201,25 @@ def _remove_orphaned_temporaries(output_folder: Path) -> None:
 
 def _train_one_process(req: TrainRequest, preprocessed_root: Path, device: str, reporter: Reporter | None,
                        rank: int = 0) -> Path:
-    import torch
+    model_folder = _model_folder(req, preprocessed_root)
+    created = not model_folder.exists()
+    try:
+        return _train(req, preprocessed_root, device, reporter, rank)
+    except BaseException:
+        # a run that failed before its first checkpoint leaves no model folder behind (a later run would find it
+        # and look half-trained); folders that hold a checkpoint are kept for --continue
+        if rank == 0 and created and model_folder.is_dir() and not any(model_folder.rglob("checkpoint_*.pth")):
+            shutil.rmtree(model_folder, ignore_errors=True)
+        raise
 
-    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+def _model_folder(req: TrainRequest, preprocessed_root: Path) -> Path:
+    folder, plans, _ = _load_plans(preprocessed_root, req)
+    return Path(os.environ["nnUNet_results"]) / folder.name / trainer_folder_name(req, plans)
+
+
+def _train(req: TrainRequest, preprocessed_root: Path, device: str, reporter: Reporter | None, rank: int) -> Path:
+    import torch
 
     trainer = build_trainer(req, preprocessed_root, device, reporter)
     output_folder = Path(trainer.output_folder)
@@ -221,9 +240,17 @@ def _train_one_process(req: TrainRequest, preprocessed_root: Path, device: str, 
                                         "iterations_per_epoch": trainer.num_iterations_per_epoch,
                                         "val_iterations": trainer.num_val_iterations_per_epoch})
     if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        # a CPU DDP run's processes share the cores: more threads than cores only makes them wait for each other
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // req.num_gpus))
     with contextlib.redirect_stdout(sys.stderr):
-        maybe_load_checkpoint(trainer, cont, False, req.pretrained)
+        # Not nnU-Net's maybe_load_checkpoint: its torch.load runs pickled code (umamba.checkpoint does not).
+        if cont:
+            trainer.load_checkpoint(str(ckpt))
+        elif req.pretrained:
+            skipped = trainer.load_pretrained(req.pretrained)
+            if reporter:
+                reporter.log(f"pretrained weights from {req.pretrained}; segmentation heads not loaded (nnU-Net's "
+                             f"rule, the number of classes may differ): {', '.join(skipped) or 'none'}")
         if torch.cuda.is_available() and device == "cuda":
             torch.backends.cudnn.deterministic = False
             torch.backends.cudnn.benchmark = True
@@ -251,23 +278,37 @@ class _QueueReporter(Reporter):
         self._queue.put((event, fields))
 
 
-def _ddp_worker(rank: int, req_dict: dict, preprocessed_root: str, world_size: int, queue) -> None:
+def _ddp_worker(rank: int, req_dict: dict, preprocessed_root: str, world_size: int, queue,
+                device: str = "cuda", parent_pid: int | None = None) -> None:
     import torch
     import torch.distributed as dist
 
     from nnunetv2.run.run_training import cleanup_ddp, setup_ddp
 
+    if parent_pid is not None:
+        die_with(parent_pid)  # a killed `umamba train` must not leave its ranks training (and holding the GPUs)
     die_with_parent()  # this worker's own augmentation workers must not outlive it
-    setup_ddp(rank, world_size)
-    torch.cuda.set_device(torch.device("cuda", dist.get_rank()))
+    if device == "cuda":
+        setup_ddp(rank, world_size)  # nnU-Net's: NCCL
+        torch.cuda.set_device(torch.device("cuda", dist.get_rank()))
+    else:
+        # nnUNetTrainer moves a DDP run to CUDA itself (its __init__ and initialize); a CPU process group is only
+        # usable with a trainer class that keeps the CPU (the tests of this DDP plumbing)
+        dist.init_process_group("gloo", rank=rank, world_size=world_size)
     reporter = _QueueReporter(queue) if rank == 0 else None
     try:
-        _train_one_process(TrainRequest(**req_dict), Path(preprocessed_root), "cuda", reporter, rank)
+        _train_one_process(TrainRequest(**req_dict), Path(preprocessed_root), device, reporter, rank)
     finally:
         cleanup_ddp()
 
 
-def _train_ddp(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -> Path:
+def trainer_folder_name(req: TrainRequest, plans: dict) -> str:
+    """The model folder's name (TRAINER__PLANS__CONFIGURATION), which nnU-Net derives from the trainer class."""
+    name = req.trainer_class.__name__ if req.trainer_class else resolve_trainer_name(req.trainer)
+    return model_folder_name(name, plans.get("plans_name", req.plans), req.configuration)
+
+
+def _train_ddp(req: TrainRequest, preprocessed_root: Path, reporter: Reporter, device: str = "cuda") -> Path:
     import torch.multiprocessing as mp
 
     from nnunetv2.run.run_training import find_free_network_port
@@ -286,14 +327,12 @@ def _train_ddp(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -
     forwarder = threading.Thread(target=forward_events, daemon=True)
     forwarder.start()
     try:
-        mp.spawn(_ddp_worker, args=(asdict(req), str(preprocessed_root), req.num_gpus, queue),
+        mp.spawn(_ddp_worker, args=(asdict(req), str(preprocessed_root), req.num_gpus, queue, device, os.getpid()),
                  nprocs=req.num_gpus, join=True)
     finally:
         queue.put(None)
         forwarder.join(timeout=10)
-    folder, plans, _ = _load_plans(preprocessed_root, req)
-    name = model_folder_name(resolve_trainer_name(req.trainer), plans.get("plans_name", req.plans), req.configuration)
-    return Path(os.environ["nnUNet_results"]) / folder.name / name
+    return _model_folder(req, preprocessed_root)
 
 
 def train(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -> Path:
@@ -301,8 +340,10 @@ def train(req: TrainRequest, preprocessed_root: Path, reporter: Reporter) -> Pat
     compat.require_supported_nnunet()
     check_request(req)
     resolve_trainer_name(req.trainer)
-    _load_plans(preprocessed_root, req)  # dataset, configuration and fold problems, before torch loads
+    folder, plans, _ = _load_plans(preprocessed_root, req)  # dataset, configuration and fold problems, first
+    check_plan_names(plans, req.configuration, folder / f"{req.plans}.json")
     device = pick_device(req.device if req.num_gpus == 1 else "cuda")
+    check_training_memory(req, preprocessed_root, device, reporter)
     if req.compile:
         os.environ["nnUNet_compile"] = "1"
     prepare_process(device)

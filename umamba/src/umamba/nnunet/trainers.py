@@ -7,11 +7,15 @@ inference looks the trainer up by that name:
 What they add to nnUNetTrainer:
 - the U-Mamba network (`build_network_architecture` accepts every supported nnU-Net calling convention);
 - torch.compile only when asked for (nnUNet_compile=1), not by default;
-- AMP safety: a non-finite loss skips its optimizer step; after `max_nonfinite_amp_steps` such steps under AMP
-  the rest of the run trains and validates in float32 (logged as a warning);
+- AMP safety: a non-finite loss skips its optimizer step (under DDP on every rank when it is non-finite on any);
+  after `max_nonfinite_amp_steps` such steps under AMP the rest of the run trains and validates in float32
+  (logged as a warning);
 - checkpoints written atomically (temporary file + os.replace) and after every epoch, so a killed run resumes
   with `--continue` from its last finished epoch;
-- progress events (umamba.progress) when a reporter is attached.
+- progress events (umamba.progress) when a reporter is attached;
+- checkpoints (`--continue`) and pretrained weights read by umamba.checkpoint's loader, which runs no pickled code
+  unless `trust_checkpoint` is set (nnU-Net's own loading calls `torch.load(weights_only=False)`), and checked by
+  key and shape before anything is loaded.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ import os
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from umamba.checkpoint import compare_weights, load_checkpoint, load_pretrained_weights, strip_wrappers
+from umamba.errors import UserError
 from umamba.nnunet import compat
 from umamba.nnunet.precision import Float32Guard, autocast_dtype, innermost_module
 from umamba.nnunet.progress_hooks import TrainingEvents
@@ -70,6 +77,7 @@ class UMambaTrainerBase(nnUNetTrainer):
     network_variant = "bot"
     amp_allowed = True
     max_nonfinite_amp_steps = 3
+    trust_checkpoint = False  # --trust-checkpoint: allow checkpoints that need more than weights to unpickle
     build_network_architecture = _NetworkBuilder()
 
     # The parameter names must equal nnUNetTrainer's: it records its init arguments by these names.
@@ -164,7 +172,7 @@ class UMambaTrainerBase(nnUNetTrainer):
             loss = self.loss(output, target)
         loss_value = loss.detach().float().cpu().numpy()
 
-        if not np.isfinite(loss_value):
+        if not self._finite_on_every_rank(loss_value):
             self._skip_nonfinite_step("loss")
         elif self.grad_scaler is not None:
             # The scaler skips steps whose gradients overflowed in float16 and lowers its scale: normal AMP.
@@ -183,6 +191,17 @@ class UMambaTrainerBase(nnUNetTrainer):
         self.events.iteration_done(self._iteration, self.num_iterations_per_epoch, self.current_epoch + 1)
         return {"loss": loss_value}
 
+    def _finite_on_every_rank(self, loss_value) -> bool:
+        """Whether the loss is finite here and, under DDP, on every other rank too. All ranks must take the same
+        branch: a rank that skipped its backward pass would leave the others waiting in DDP's gradient
+        all-reduce forever (and the replicas' weights would drift apart)."""
+        finite = bool(np.all(np.isfinite(loss_value)))
+        if not self.is_ddp:
+            return finite
+        flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
+        dist.all_reduce(flag)
+        return flag.item() == 0
+
     def on_train_epoch_end(self, train_outputs: list[dict]):
         # Skipped (non-finite) steps do not count towards the epoch's mean loss.
         finite = [o for o in train_outputs if np.all(np.isfinite(o["loss"]))]
@@ -196,6 +215,52 @@ class UMambaTrainerBase(nnUNetTrainer):
     def on_epoch_end(self):
         self.events.epoch_finished(self)
         super().on_epoch_end()
+
+    _RESUME_KEYS = ("network_weights", "optimizer_state", "logging", "_best_ema", "current_epoch", "init_args")
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """Resume from a checkpoint file (read safely) or dict; the weights are checked against this network first."""
+        if isinstance(filename_or_checkpoint, dict):
+            checkpoint, source = filename_or_checkpoint, "the checkpoint"
+        else:
+            source = str(filename_or_checkpoint)
+            checkpoint = load_checkpoint(source, trust=self.trust_checkpoint, map_location=self.device)
+        lacking = [k for k in self._RESUME_KEYS if k not in checkpoint]
+        if lacking:
+            raise UserError(f"cannot resume from {source}: it lacks {', '.join(lacking)}",
+                            "resume from a checkpoint written by an nnU-Net trainer, or start a new training")
+        if not self.was_initialized:
+            self.initialize()
+        comparison = compare_weights(innermost_module(self.network).state_dict(), checkpoint["network_weights"])
+        if not comparison.fits:
+            raise UserError(f"cannot resume from {source}: its network does not fit this one: "
+                            f"{comparison.first_mismatch()} ({comparison.counts()} in all)",
+                            "the checkpoint comes from another trainer, configuration or plans; start a new training "
+                            "(without --continue) or use --pretrained")
+        # nnU-Net's load_checkpoint(dict) fails in 2.8.1 (its `checkpoint` is only bound for a file name), and
+        # for a file it calls torch.load(weights_only=False): the same steps as nnU-Net 2.6-2.8's, done here.
+        innermost_module(self.network).load_state_dict(
+            {strip_wrappers(k): v for k, v in checkpoint["network_weights"].items()})
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self._best_ema = checkpoint["_best_ema"]
+        self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
+                                                               self.inference_allowed_mirroring_axes)
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+
+    def load_pretrained(self, path: str | os.PathLike) -> list[str]:
+        """Initialise the network from another training's checkpoint (nnU-Net's -pretrained_weights rule: all but
+        the segmentation heads must fit); returns and logs the keys left at their fresh values."""
+        checkpoint = load_checkpoint(path, trust=self.trust_checkpoint, map_location=self.device)
+        if not self.was_initialized:
+            self.initialize()
+        skipped = load_pretrained_weights(innermost_module(self.network), checkpoint, path)
+        self.print_to_log_file(f"pretrained weights loaded from {path}; not loaded (segmentation heads, freshly "
+                               f"initialised): {', '.join(skipped) or 'none'}")
+        return skipped
 
     def save_checkpoint(self, filename: str) -> None:
         if self.local_rank != 0 or self.disable_checkpointing:

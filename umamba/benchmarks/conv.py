@@ -1,9 +1,9 @@
 """Causal depthwise conv1d + SiLU of the Mamba block, each kernel side by side: torch's depthwise conv1d,
 causal-conv1d's CUDA kernel (when installed) and umamba's Triton kernel, forward and forward+backward.
 
-    python -m umamba.bench.conv [--shapes enc3d-s0,enc3d-s1] [--configs 2,1024,4;4,1024,4]
+    python umamba/benchmarks/conv.py [--shapes enc3d-s0,enc3d-s1] [--configs "2,1024,4;4,1024,4"]
 
-float32, b = 2, E = 2·d_model channels, at the shapes of bench/scan.py, in the block's layout (the x half of
+float32, b = 2, E = 2·d_model channels, at the shapes of umamba/bench/scan.py, in the block's layout (the x half of
 in_proj's (B, 2E, L) output); median of 10 CUDA-event timings after 3 warm-ups. `--configs` times the Triton
 kernel at several launch shapes (channels per program, steps per program, warps). "err" is the largest
 relative difference of output and gradients from torch's. One JSON line per row, then a table.
@@ -17,7 +17,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from umamba.bench import roofline
+from umamba.bench import harness
 from umamba.bench.scan import SHAPES
 
 
@@ -56,25 +56,26 @@ def bench_shape(name, e, l, configs, b=2, reps=10):
             y = fn(x, w, bias)
             grads = torch.autograd.grad(y, (x, w, bias), gy)
             err = max(((a - r).norm() / r.norm()).item() for a, r in zip((y, *grads), (ref, *ref_grads)))
-            fwd = roofline.cuda_time_ms(lambda: fn(x, w, bias), reps=reps)
-            both = roofline.cuda_time_ms(lambda: torch.autograd.grad(fn(x, w, bias), (x, w, bias), gy), reps=reps)
+            fwd = harness.time_ms(lambda: fn(x, w, bias), reps=reps)
+            both = harness.time_ms(lambda: torch.autograd.grad(fn(x, w, bias), (x, w, bias), gy), reps=reps)
             rows.append({"kind": "conv", "shape": name, "kernel": label, "channels": e, "l": l, "b": b,
                          "fwd_ms": fwd, "fwd_bwd_ms": both, "fwd_TBps": 2 * b * e * l * 4 / fwd / 1e9,
-                         "err": err, "device": roofline.device_name()})
-        except Exception as exc:
-            rows.append({"kind": "conv", "shape": name, "kernel": label, "error": repr(exc)[:300]})
+                         "err": err, "device": harness.device_name()})
+        except Exception as exc:   # a launch shape that does not compile is reported, the others still run
+            rows.append({"kind": "conv", "shape": name, "kernel": label, "error": harness.error_text(exc)})
         finally:
             conv_triton.BE, conv_triton.BL, conv_triton.WARPS = saved
-        roofline.emit(rows[-1])
+        harness.emit(rows[-1])
     return rows
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m umamba.bench.conv", description=__doc__.splitlines()[0])
-    p.add_argument("--shapes", default="enc3d-s0,enc3d-s1", help="comma-separated shape names of bench/scan.py")
-    p.add_argument("--configs", default="", help="Triton launch shapes 'BE,BL,WARPS;...' (default: the built-in)")
-    args = p.parse_args(argv)
-    roofline.start_gpu_bench("conv", "triton")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", default="enc3d-s0,enc3d-s1", help="comma-separated shape names of bench/scan.py")
+    parser.add_argument("--configs", default="", help="Triton launch shapes 'BE,BL,WARPS;...' (default: the built-in)")
+
+
+def run(args, reporter=None) -> int:
+    harness.start_gpu("conv.py")
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs.split(";") if c]
     wanted = [s for s in args.shapes.split(",") if s]
     rows = []
@@ -82,9 +83,9 @@ def main(argv=None) -> int:
         if name in wanted:
             rows += bench_shape(name, 2 * d_model, l, configs)
             torch.cuda.empty_cache()
-    roofline.table(rows, ["shape", "kernel", "fwd_ms", "fwd_bwd_ms", "fwd_TBps", "err"])
+    harness.table(rows, ["shape", "kernel", "fwd_ms", "fwd_bwd_ms", "fwd_TBps", "err"])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.run_script(__doc__, add_arguments, run))

@@ -1,91 +1,20 @@
-"""Shared pieces of the GPU benchmarks: device naming, timing, the HBM roofline, kernel arms side by side,
-and the output format (one JSON object per line on stdout, then a short table).
-
-Every record names the device; comparisons are made within one process on one device.
+"""The kernel arms that GPU benchmarks run side by side: umamba's own kernels ("triton"), the default rules
+("auto"), torch alone ("portable"), and the original: mamba-ssm's `Mamba` module with its CUDA kernels
+("mamba-ssm"). An arm is a family of kernels (scan and convolution), not a scan alone; "ARM:CONV" names the
+convolution explicitly (e.g. "triton:torch").
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
-import statistics
 import sys
 import types
-from typing import Callable, Iterable
 
 import torch
 
-from umamba.bench.scan import SHAPES as SCAN_BENCH_SHAPES
-from umamba.errors import UserError
 
-# U-Mamba shapes (../shared/docs/umamba-architecture.md §9): Enc 3D spatial-token layers (b=2, n=16),
-# the channel-token layer, Bot's bottleneck, and the three shapes of the mamba-ssm baseline.
-ENC3D_SHAPES = SCAN_BENCH_SHAPES  # (name, d_model, l): one table, kept in bench/scan.py
-BASELINE_SCAN_SHAPES = [("base-d640-l216", 640, 216), ("base-d128-l32k", 128, 32_768),
-                        ("base-d64-l262k", 64, 262_144)]  # (name, d_inner, l)
-
-
-def device_name(device: torch.device | None = None) -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(device)
-    return "cpu"
-
-
-def versions() -> dict:
-    info = {"torch": torch.__version__, "cuda": torch.version.cuda}
-    try:
-        import triton
-        info["triton"] = triton.__version__
-    except ImportError:
-        pass
-    try:
-        from importlib.metadata import version
-        info["mamba_ssm"] = version("mamba_ssm")
-    except Exception:
-        pass
-    return info
-
-
-def cuda_time_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 10) -> float:
-    """Median wall time of fn() in ms, measured with CUDA events around each call (after warm-up)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def copy_bandwidth_gbs(nbytes: int = 2 << 30) -> float:
-    """Measured device-to-device copy bandwidth (bytes read + written per second), the memory ceiling."""
-    src = torch.empty(nbytes // 4, device="cuda", dtype=torch.float32).uniform_()
-    dst = torch.empty_like(src)
-    ms = cuda_time_ms(lambda: dst.copy_(src), warmup=3, reps=20)
-    del src, dst
-    return 2 * nbytes / (ms * 1e-3) / 1e9
-
-
-def scan_bytes(b: int, d: int, l: int, n: int, elem: int = 4) -> dict:
-    """Bytes a selective scan must move (each input read once, each output written once).
-
-    fwd:      u, delta, z, B, C in, out out                                   (4d + 2n) per token
-    fwd_bwd:  fwd + (u, delta, z, B, C, dout in; du, ddelta, dz, dB, dC out)  (11d + 6n) per token
-    issue:    the figure the issue's target names, (5d + 2n) per token
-    """
-    tokens = b * l
-    return {"fwd": tokens * (4 * d + 2 * n) * elem, "fwd_bwd": tokens * (11 * d + 6 * n) * elem,
-            "issue": tokens * (5 * d + 2 * n) * elem}
-
-
-# ------------------------------------------------------------------------------------ scan backends side by side
 class _MambaSsmScan(torch.autograd.Function):
     """The calls mamba-ssm's SelectiveScanFn makes to its compiled kernel (fwd/bwd, B and C given a group axis,
     x and the ungated out kept for backward); used when the mamba_ssm package itself does not import."""
@@ -229,7 +158,8 @@ def kernels(name: str):
                 os.environ[key] = value
 
 
-def available_gpu_backends() -> list[str]:
+def available() -> list[str]:
+    """The GPU arms that can run here: umamba's Triton kernels, and mamba-ssm's when its kernel imports."""
     names = []
     if dispatcher_has("triton"):
         names.append("triton")
@@ -238,35 +168,6 @@ def available_gpu_backends() -> list[str]:
     return names
 
 
-# ------------------------------------------------------------------------------------------------------ output
-def start_gpu_bench(command: str, backends_arg: str) -> list[str]:
-    """The common opening of the GPU benches: refuse without CUDA, pick the backends, name the device."""
-    if not torch.cuda.is_available():
-        raise UserError(f"umamba bench {command}: needs a CUDA GPU, and torch sees none",
-                        "run it on a machine with an NVIDIA GPU and a CUDA build of torch")
-    backends = [s for s in backends_arg.split(",") if s] or available_gpu_backends()
-    emit({"kind": "device", "device": device_name(), **versions()})
-    return backends
-
-
-def emit(record: dict, stream=None) -> None:
-    print(json.dumps(record, default=str), file=stream or sys.stdout, flush=True)
-
-
-def table(rows: Iterable[dict], columns: list[str], stream=None) -> None:
-    rows = list(rows)
-    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    out = stream or sys.stdout
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)), file=out)
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)), file=out)
-    out.flush()
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
-    return str(v)
+def chosen(text: str) -> list[str]:
+    """The arms of a `--backends a,b` option, or all that are available."""
+    return [s for s in text.split(",") if s] or available()

@@ -1,11 +1,11 @@
 """Where the time goes: GPU time per kernel of one forward+backward (torch.profiler), of the Triton scan or of a
 whole Mamba layer.
 
-    python -m umamba.bench.scan_profile [--shapes enc3d-s0,enc3d-s1] [--config lane:...]
-    python -m umamba.bench.scan_profile --layer triton,mamba-ssm [--shapes ...]
+    python umamba/benchmarks/scan_profile.py [--shapes enc3d-s0,enc3d-s1] [--config DB=32,...]
+    python umamba/benchmarks/scan_profile.py --layer triton,mamba-ssm [--shapes ...]
 
-float32, b = 2, n = 16, with z, D, delta_bias and softplus, at the shapes of bench/scan.py (d = 2·d_model);
-`--layer` profiles one `umamba.mamba.Mamba` layer (d_model) with each kernel arm of bench/roofline.py instead.
+float32, b = 2, n = 16, with z, D, delta_bias and softplus, at the shapes of umamba/bench/scan.py (d = 2·d_model);
+`--layer` profiles one `umamba.mamba.Mamba` layer (d_model) with each kernel arm of umamba/bench/arms.py instead.
 Mean over 5 profiled calls after 3 warm-ups. Prints one JSON line per kernel and a short table.
 """
 
@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from umamba.bench import roofline
+from umamba.bench import arms, harness
 from umamba.bench.scan import SHAPES
 
 
@@ -57,7 +57,7 @@ def layer_step(d_model: int, l: int, arm: str, b: int = 2):
     from umamba.mamba import Mamba
     torch.manual_seed(0)
     holder = torch.nn.Sequential(Mamba(d_model=d_model).cuda())
-    roofline.use_arm_blocks(holder, arm)  # the mamba-ssm arm: mamba-ssm's own Mamba module, as bench/layer.py
+    arms.use_arm_blocks(holder, arm)  # the mamba-ssm arm: mamba-ssm's own Mamba module, as bench/layer.py
     layer = holder[0]
     x = torch.randn(b, l, d_model, device="cuda", requires_grad=True)
     gy = torch.randn(b, l, d_model, device="cuda")
@@ -67,15 +67,17 @@ def layer_step(d_model: int, l: int, arm: str, b: int = 2):
     return step
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m umamba.bench.scan_profile", description=__doc__.splitlines()[0])
-    p.add_argument("--shapes", default="enc3d-s0,enc3d-s1", help="comma-separated shape names of bench/scan.py")
-    p.add_argument("--config", default="", help="a Triton launch configuration (default: the built-in one)")
-    p.add_argument("--layer", default="", metavar="ARMS",
-                   help="profile a whole Mamba layer with these kernel arms (e.g. triton,mamba-ssm) instead")
-    args = p.parse_args(argv)
-    arms = [a for a in args.layer.split(",") if a]
-    roofline.start_gpu_bench("scan-profile", "triton")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", default="enc3d-s0,enc3d-s1", help="comma-separated shape names of bench/scan.py")
+    parser.add_argument("--config", default="", help="a Triton launch configuration, ScanConfig fields "
+                        "'key=value,...' (default: the built-in one)")
+    parser.add_argument("--layer", default="", metavar="ARMS",
+                        help="profile a whole Mamba layer with these kernel arms (e.g. triton,mamba-ssm) instead")
+
+
+def run(args, reporter=None) -> int:
+    chosen = [a for a in args.layer.split(",") if a]
+    harness.start_gpu("scan_profile.py")
     from umamba.mamba.scan_triton import ScanConfig
     config = ScanConfig.parse(args.config) if args.config else None
     wanted = [s for s in args.shapes.split(",") if s]
@@ -83,23 +85,23 @@ def main(argv=None) -> int:
     for name, d_model, l in SHAPES:
         if name not in wanted:
             continue
-        for arm in arms or ["triton"]:
-            if arms:
-                with roofline.kernels(arm):
+        for arm in chosen or ["triton"]:
+            if chosen:
+                with arms.kernels(arm):
                     times = kernel_times(layer_step(d_model, l, arm))
             else:
                 times = kernel_times(scan_step(2 * d_model, l, config))
             rows.append({"kind": "scan_profile", "shape": name, "arm": arm, "kernel": "(all)",
                          "ms": round(sum(times.values()), 4)})
-            roofline.emit(rows[-1])
+            harness.emit(rows[-1])
             for kernel, ms in sorted(times.items(), key=lambda kv: -kv[1]):
                 rows.append({"kind": "scan_profile", "shape": name, "arm": arm, "kernel": kernel[:80],
                              "ms": round(ms, 4)})
-                roofline.emit(rows[-1])
+                harness.emit(rows[-1])
             torch.cuda.empty_cache()
-    roofline.table(rows, ["shape", "arm", "kernel", "ms"])
+    harness.table(rows, ["shape", "arm", "kernel", "ms"])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.run_script(__doc__, add_arguments, run))
