@@ -7,6 +7,8 @@ import unittest
 
 import pytest
 
+from slicer_qt_layer.fixtures import *  # noqa: F401,F403  (slicer_app)
+
 
 def test_self_test_is_skipped_with_a_message_without_umamba(slicer_app, monkeypatch, tmp_path):
     import UMambaSegmentation

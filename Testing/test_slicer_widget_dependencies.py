@@ -14,6 +14,7 @@ import zipfile
 import pytest
 
 from slicer_qt_layer import click
+from slicer_qt_layer.fixtures import *  # noqa: F401,F403  (slicer_app, dialogs, module_widget)
 
 
 # Slicer's pip_ensure as defined in Base/Python/slicer/packaging.py at tag v5.12.3 (the same at v5.12.0-5.12.2 and

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from slicer_qt_layer import click
+from slicer_qt_layer.fixtures import *  # noqa: F401,F403  (slicer_app, dialogs, module_widget)
 from test_slicer_helpers import addVolume, writeModelFolder
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,7 @@ from PyQt5 import QtCore
 from PyQt5.QtTest import QTest
 
 from slicer_qt_layer import click
+from slicer_qt_layer.fixtures import *  # noqa: F401,F403  (slicer_app, dialogs, module_widget)
 
 pytestmark = pytest.mark.slow
 RUN_TIMEOUT_MS = 300_000

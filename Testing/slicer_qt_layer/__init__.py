@@ -9,7 +9,7 @@ nodes, segmentations logic, and Slicer's own `slicer.util`). This layer adds onl
 - `ctk` and `slicer.qMRMLNodeComboBox`, and `qt.QUiLoader` for slicer.util.loadUI (widgets.py);
 - `slicer.app`, `slicer.mrmlScene`, `slicer.ScriptedLoadableModule` (application.py).
 Each behaviour is read from Slicer's (v5.12.3), CTK's or PythonQt's source; the files say where.
-Fixtures that use it are in Testing/conftest.py.
+Fixtures that use it are in fixtures.py (slicer_app, dialogs, module_widget); `click()` below delivers clicks.
 """
 
 import sys

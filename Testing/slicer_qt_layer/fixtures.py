@@ -1,27 +1,30 @@
 """Fixtures of the Slicer-side widget tests: the application layer (slicer_qt_layer), a fresh scene and settings
-per test, dialogs answered like a user, and the module widget set up as Slicer does."""
+per test, dialogs answered like a user, and the module widget set up as Slicer does.
+
+A test module takes them with `from slicer_qt_layer.fixtures import *  # noqa: F401,F403` (not a Testing/conftest.py:
+the package tests import the project's root conftest by the module name `conftest`)."""
 
 import os
-import sys
 from dataclasses import dataclass, field
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-sys.path.insert(0, os.path.dirname(__file__))
 
 import test_slicer_helpers  # noqa: E402  (the module folder on sys.path, slicer-core's scene helpers)
+
+__all__ = ["slicer_app", "dialogs", "module_widget", "Dialog", "Dialogs"]
 
 
 @pytest.fixture
 def slicer_app(qapp, tmp_path, monkeypatch):
     """`slicer.app` (not in testing mode, so dialogs show), a new `slicer.mrmlScene`, QSettings, the umamba home and
     model store in `tmp_path`. Yields the application; widgets still open afterwards are closed."""
-    import slicer_qt_layer
+    from . import SlicerApplication, install, settingsIn
 
-    slicer = slicer_qt_layer.install()
-    slicer_qt_layer.settingsIn(tmp_path / "qsettings")
-    app = slicer_qt_layer.SlicerApplication(str(tmp_path / "slicer"))
+    slicer = install()
+    settingsIn(tmp_path / "qsettings")
+    app = SlicerApplication(str(tmp_path / "slicer"))
     monkeypatch.setattr(slicer, "app", app, raising=False)
     monkeypatch.setattr(slicer, "mrmlScene", test_slicer_helpers.newScene(), raising=False)
     monkeypatch.setenv("UMAMBA_HOME", str(tmp_path / "umamba_home"))
