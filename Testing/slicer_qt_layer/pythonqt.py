@@ -1,6 +1,6 @@
 """Slicer's `qt` module (PythonQt) on PyQt5 widgets: Qt properties as attributes, string-signature `connect`.
 
-What each piece stands for, and where the behaviour was read (MeVisLab/pythonqt, src/):
+What each piece stands for, and where the behaviour was read (MeVisLab/pythonqt at 642c06b6, src/):
 - `PythonQtObject.__getattribute__/__setattr__`: a name that is a Qt property of the object's meta-object reads
   and writes the property, before any method of that name (`button.text`, `button.text = "x"`): PythonQtClassInfo
   .cpp looks properties up first. `name` maps to `objectName` (PYTHONQT_SUPPORT_NAME_PROPERTY, on in Slicer;

@@ -1,6 +1,7 @@
 """The CTK and qMRML widgets the module's .ui files and code use, on PyQt5, and Slicer's `qt.QUiLoader`.
 
-Each keeps only the behaviour the module relies on, read from the sources named:
+Each keeps only the behaviour the module relies on, read from the sources named (commontk/CTK at 868d56c7,
+Slicer/Slicer at v5.12.3):
 - ctkCollapsibleButton (commontk/CTK Libs/Widgets/ctkCollapsibleButton.cpp): a checkable button whose `collapsed`
   property is `not checked`; collapsing hides the child widgets; signal contentsCollapsed(bool).
 - ctkPathLineEdit (CTK Libs/Widgets/ctkPathLineEdit.cpp): a line edit holding `currentPath`; signal
