@@ -15,7 +15,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1]          # umamba/
 REPO = PACKAGE.parent
-SHARED_BENCH_MODULES = {"__init__", "__main__", "harness", "arms"}
+# harness/arms serve every benchmark; train_epoch_arms holds the trainer arms of `umamba bench train-epoch`
+SHARED_BENCH_MODULES = {"__init__", "__main__", "harness", "arms", "train_epoch_arms"}
 
 
 @pytest.fixture(scope="module")
