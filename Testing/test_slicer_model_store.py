@@ -69,7 +69,8 @@ def test_self_test_segments_and_checks_with_a_given_model(trained_tiny_model, tm
     result = SelfTest.run(scene, str(tmp_path), log=lambda message: None, pythonExecutable=pythonForUmamba(),
                           modelFolder=str(trained_tiny_model))
     assert result.segmentNames == result.expectedNames and result.geometryMatches
-    assert 0.0 <= result.dice <= 1.0  # the session's model had 2 iterations: its Dice means nothing here
+    assert set(result.dicePerLabel) == {"object"} and 0.0 <= result.dicePerLabel["object"] <= 1.0  # 2 iterations
+    assert result.cancelLeftNothing
 
 
 def test_self_test_training_commands_parse_with_the_real_command_line(tmp_path):

@@ -69,8 +69,9 @@ def test_module_cmake_lists_every_python_file_and_resource():
 def test_top_level_cmake_has_the_extension_metadata():
     cmake = (REPO / "CMakeLists.txt").read_text()
     assert "project(UMambaSegmentation)" in cmake and "add_subdirectory(UMambaSegmentation)" in cmake
-    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "DEPENDS"):
         assert re.search(rf'set\(EXTENSION_{key} "[^"]+"\)', cmake), key
+    assert 'set(EXTENSION_SCREENSHOTURLS "")' in cmake  # none until a real screenshot of the module exists
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in cmake and 'set(EXTENSION_CATEGORY "Segmentation")' in cmake
     assert "Resources/Icons/UMambaSegmentation.png" in cmake
     assert "Apache License" in (REPO / "LICENSE").read_text() and "Version 2.0" in (REPO / "LICENSE").read_text()
@@ -128,3 +129,23 @@ def test_nothing_heavy_is_imported_at_file_scope():
             for name in names:
                 top = name.split(".")[0]
                 assert top in stdlib or top in SLICER_PROVIDED, f"{path.name} imports {name} at file scope"
+
+
+def test_one_repository_address_used_everywhere():
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    url = re.search(r'set\(EXTENSION_REPOSITORY_URL "([^"]+)"\)', cmake).group(1)
+    # the ExtensionsIndex checker wants the repository name to start with "Slicer"
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/Slicer[\w.-]+", url), url
+    assert "${EXTENSION_REPOSITORY_URL}" in re.search(r"set\(EXTENSION_HOMEPAGE [^)]*\)", cmake).group(0)
+    owner_repo = url.removeprefix("https://github.com/")
+    icon = re.search(r'set\(EXTENSION_ICONURL "([^"]+)"\)', cmake).group(1)
+    assert icon == f"https://raw.githubusercontent.com/{owner_repo}/main/UMambaSegmentation/Resources/Icons/" \
+                   "UMambaSegmentation.png"
+    entry = json.loads((REPO / "UMambaSegmentation.json").read_text())
+    assert entry["scm_url"] in (url, url + ".git")
+    readme = (REPO / "README.md").read_text()
+    assert url in readme
+    others = set(re.findall(r"https://(?:github\.com|raw\.githubusercontent\.com)/umamba-segmentation/[\w.-]+",
+                            readme + cmake))
+    others = {o.replace("raw.githubusercontent.com", "github.com") for o in others}
+    assert {o.removesuffix(".git") for o in others} <= {url}, others

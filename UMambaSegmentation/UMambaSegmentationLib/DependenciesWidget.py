@@ -58,7 +58,7 @@ class DependenciesSection:
 
     def _showError(self, exc):
         self.statusLabel.text = f"{exc.message}\n{exc.hint or ''}".strip()
-        slicer.util.errorDisplay(exc.message, detailedText=exc.hint or "")
+        slicer.util.errorDisplay(exc.message, **({"detailedText": exc.hint} if exc.hint else {}))
 
     def onCheck(self):
         with slicer.util.tryWithErrorDisplay("Could not check the dependencies.", waitCursor=True):

@@ -4,8 +4,8 @@ Qt-free and torch-free (the module must load without torch). The decisions come 
 planner; this file only carries them out the Slicer way:
 - torch through the PyTorch extension (PyTorchUtils picks the CUDA build for the driver) — never plain pip;
 - umamba itself from the package folder the extension carries (`pip install --no-deps`): it is not on PyPI;
-- nnunetv2 with SimpleITK, torch and requests kept as Slicer ships them: `slicer.pydeps.pip_ensure(...,
-  skip_packages=...)` where Slicer has it (5.12+), else pip with a constraints file pinning their installed versions;
+- nnunetv2 with SimpleITK, torch and requests kept as Slicer ships them: `slicer.packaging.pip_ensure(...,
+  skip_packages=...)` where Slicer has it (5.11+), else pip with a constraints file pinning their installed versions;
 - the Mamba kernel wheel directly, `--no-deps`;
 - a restart when a package that is already imported changed: the remaining steps are saved in a small JSON file in
   the user's settings folder and the installation resumes after the restart;
@@ -171,14 +171,27 @@ class SlicerCalls:
         slicer.util.pip_install(args)
 
     def pipEnsure(self, requirement, skipPackages):
-        """nnunetv2 and its dependencies except `skipPackages`, the Slicer 5.12+ way."""
-        import slicer.pydeps
-        from packaging.requirements import Requirement
-        slicer.pydeps.pip_ensure([Requirement(requirement)], skip_packages=list(skipPackages),
-                                 prompt_install=False, prompt_restart=False, requester=REQUESTER)
+        """nnunetv2 and its dependencies except `skipPackages`, the Slicer >= 5.11 way: Slicer's own
+        `slicer.packaging.pip_ensure` (Base/Python/slicer/packaging.py, v5.12.3; `slicer.pydeps` if a later Slicer
+        moves it). No prompts: the panel has asked once for everything already."""
+        ensure = pipEnsureFunction()
+        ensure([requirement], skip_packages=list(skipPackages), prompt_install=False, prompt_restart=False,
+               requester=REQUESTER)
 
     def hasPipEnsure(self):
-        return importlib.util.find_spec("slicer.pydeps") is not None
+        return pipEnsureFunction() is not None
+
+
+def pipEnsureFunction():
+    """Slicer's pip_ensure (5.11+), or None on Slicer 5.10."""
+    for name in ("slicer.packaging", "slicer.pydeps"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if callable(getattr(module, "pip_ensure", None)):
+            return module.pip_ensure
+    return None
 
 
 # -------------------------------------------------------------------------------------------------- installer

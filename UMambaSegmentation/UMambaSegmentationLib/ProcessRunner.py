@@ -20,6 +20,7 @@ import atexit
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -185,13 +186,19 @@ class ProcessRunner:
             self._exitReported = True
             _liveRunners.discard(self)
             if self.returncode != 0 and not self.cancelled and not self._sawFinalEvent:
-                events.append(self._exitError(self.returncode))
+                events.append(self._exitError(self.returncode, self.stderrTail))
             events.append({"event": "process_exit", "returncode": self.returncode, "cancelled": self.cancelled})
         return events
 
     @staticmethod
-    def _exitError(returncode):
-        """The `error` event of a process that could not write its own (a signal ended it, or a crash)."""
+    def _exitError(returncode, stderrTail=()):
+        """The `error` event of a process that could not write its own (a signal ended it, a crash, or a Python
+        without umamba, which fails before umamba can report anything)."""
+        missing = next((m.group(1) for line in stderrTail
+                        for m in [re.search(r"No module named '?(umamba|torch|nnunetv2)\b", line)] if m), None)
+        if missing:
+            return {"event": "error", "message": f"{missing} is not installed in the Python that runs umamba.",
+                    "hint": "Install the dependencies first (Dependencies > Install dependencies...)."}
         if returncode < 0:
             try:
                 name = signal.Signals(-returncode).name

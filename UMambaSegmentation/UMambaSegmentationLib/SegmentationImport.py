@@ -71,6 +71,26 @@ def sameGeometry(nodeA, nodeB, tolerance=1e-3):
     return bool(np.allclose(ijkToRas(nodeA), ijkToRas(nodeB), atol=tolerance))
 
 
+def geometryDifference(node, reference, tolerance=1e-3):
+    """What differs between the voxel grids of `node` and `reference` ("size (..) vs (..)", "origin ...",
+    "spacing ...", "direction ..."), or "" when they are the same grid (within `tolerance` mm)."""
+    def direction(n):
+        matrix = vtk.vtkMatrix4x4()
+        n.GetIJKToRASDirectionMatrix(matrix)
+        return np.array([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])
+
+    checks = [("size", lambda n: np.array(n.GetImageData().GetDimensions(), float), 0),
+              ("origin", lambda n: np.array(n.GetOrigin()), tolerance),
+              ("spacing", lambda n: np.array(n.GetSpacing()), tolerance),
+              ("direction", direction, tolerance)]
+    differences = []
+    for name, value, atol in checks:
+        a, b = value(node), value(reference)
+        if not np.allclose(a, b, atol=atol):
+            differences.append(f"{name} {np.round(a, 4).tolist()} vs {np.round(b, 4).tolist()}")
+    return "; ".join(differences)
+
+
 def distinctColors(count):
     """`count` well-separated colours: hues spaced by the golden angle, two brightness levels alternating."""
     colors = []

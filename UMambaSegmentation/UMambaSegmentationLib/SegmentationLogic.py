@@ -19,7 +19,8 @@ import numpy as np
 
 from .Errors import UserFacingError
 from .ProcessRunner import ProcessRunner
-from .SegmentationImport import importLabelmap, readLabelmap, sameGeometry, voxelArray, writeVolume
+from .SegmentationImport import (geometryDifference, importLabelmap, readLabelmap, sameGeometry, voxelArray,
+                                 writeVolume)
 from .UmambaCommand import umambaCommand
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -202,10 +203,11 @@ class SegmentationJob:
                                   "This looks like a bug in umamba; the log has the details.")
         labelmap = readLabelmap(self.outputFile)
         reference = self.volumeNodes[0]
-        if labelmap.GetImageData().GetDimensions() != reference.GetImageData().GetDimensions():
+        difference = geometryDifference(labelmap, reference)
+        if difference:  # a label on another grid would be placed wrongly in the scene: refuse it
             raise UserFacingError(
-                f"The prediction has {labelmap.GetImageData().GetDimensions()} voxels, the input "
-                f"{reference.GetImageData().GetDimensions()}.", "This looks like a bug in umamba.")
+                f"The predicted label file is not on the grid of '{reference.GetName()}' ({difference}; label "
+                "file vs volume).", "This looks like a bug in umamba predict; the log has the details.")
         found = set(np.unique(voxelArray(labelmap)).tolist()) - {0}
         unknown = sorted(found - set(self.model.labelValues()))
         if unknown:

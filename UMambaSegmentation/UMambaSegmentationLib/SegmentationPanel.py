@@ -202,8 +202,9 @@ class SegmentationPanel:
     def _afterRun(self):
         error = self.presenter.takeErrorForDialog()
         if error is not None:
-            slicer.util.errorDisplay(error.message + (f"\n\n{error.hint}" if error.hint else ""),
-                                     detailedText=error.details or None)
+            # PythonQt turns None into the text "None": pass detailedText only when there are details
+            details = {"detailedText": error.details} if error.details else {}
+            slicer.util.errorDisplay(error.message + (f"\n\n{error.hint}" if error.hint else ""), **details)
         if self.presenter.activity == "import" and self.presenter.state == "done":
             names = getattr(self.presenter.job, "importedNames", [])
             self.presenter.activity = "segment"

@@ -3,9 +3,9 @@
 Obtaining a model without internet: train one. A synthetic phantom dataset (umamba.synthetic, written by a
 subprocess) is planned and trained briefly on the CPU with the real `umamba plan` / `umamba train`, through the
 same ProcessRunner the panel uses. The model is then used through SegmentationLogic exactly as the panel does,
-on a synthetic volume with a known ellipsoid built here, and the result is checked: segment names, geometry,
-and the overlap with the known object. Nothing is installed: when umamba is missing the first step fails with
-a message saying so. A model folder can be passed in to skip the training (pytest reuses one).
+on a synthetic volume with a known ellipsoid and core built here, and the result is checked: segment names,
+geometry, the Dice of each label against the known object, and that cancelling a run leaves nothing behind. Nothing is installed: `missingDependencies()` says when umamba or torch
+is missing (the module test is then skipped). A model folder can be passed in to skip the training.
 """
 
 import glob
@@ -29,6 +29,9 @@ from .UmambaCommand import findPythonExecutable, umambaCommand
 DATASET_ID = 987
 DATASET_NAME = "SlicerSelfTest"
 SHAPE = (24, 24, 24)
+# The 2d configuration learns the phantom in far fewer CPU-seconds than 3d_fullres (24x24 slices, large batches);
+# it runs the same U-Mamba code, predictor and import path. See BENCHMARKS.md (module self-test) for the time.
+CONFIGURATION, EPOCHS, ITERATIONS = "2d", 2, 15
 
 
 @dataclass
@@ -36,11 +39,29 @@ class SelfTestResult:
     segmentNames: list
     expectedNames: list
     geometryMatches: bool
-    dice: float
+    dicePerLabel: dict          # {label name: Dice of that label against the known object}
     modelFolder: str
+    cancelLeftNothing: bool = None  # None: not checked
 
 
-def trainingCommands(workDir, pythonExecutable, epochs=3, iterationsPerEpoch=20):
+def missingDependencies(pythonExecutable=None):
+    """None when the Python that runs umamba imports umamba and torch, else a message saying what to do."""
+    import subprocess
+    try:
+        pythonExecutable = pythonExecutable or findPythonExecutable()
+        proc = subprocess.run([pythonExecutable, "-c", "import umamba, torch"], capture_output=True, text=True,
+                              timeout=300)
+    except (OSError, FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        return f"Skipped: no Python to run umamba ({exc})."
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["import failed"])[-1]
+        return (f"Skipped: umamba/torch are not installed in Slicer's Python ({last}). Open the module and press "
+                "'Install dependencies...' to run this test.")
+    return None
+
+
+def trainingCommands(workDir, pythonExecutable, configuration=CONFIGURATION, epochs=EPOCHS,
+                     iterationsPerEpoch=ITERATIONS):
     workspace = os.path.join(workDir, "workspace")
     raw = os.path.join(workspace, "nnUNet_raw")
     makeData = (f"from umamba.synthetic import make_phantom_dataset; "
@@ -49,17 +70,23 @@ def trainingCommands(workDir, pythonExecutable, epochs=3, iterationsPerEpoch=20)
     return [
         ("Writing a synthetic phantom dataset", [pythonExecutable, "-c", makeData]),
         ("Planning and preprocessing", umambaCommand(
-            ["plan", str(DATASET_ID), "-c", "3d_fullres", "-np", "1", "--workspace", workspace], pythonExecutable)),
+            ["plan", str(DATASET_ID), "-c", configuration, "-np", "1", "--workspace", workspace], pythonExecutable)),
         ("Training a tiny U-Mamba Bot", umambaCommand(
-            ["train", str(DATASET_ID), "3d_fullres", "all", "-tr", "bot", "--epochs", str(epochs),
+            ["train", str(DATASET_ID), configuration, "all", "-tr", "bot", "--epochs", str(epochs),
              "--iterations-per-epoch", str(iterationsPerEpoch), "--val-iterations", "2", "--device", "cpu",
              "--no-final-validation", "--workspace", workspace], pythonExecutable)),
     ]
 
 
+def selfTestEnvironment():
+    """One process, no data-augmentation workers: on a CPU the worker processes of nnU-Net cost more than the
+    tiny phantom's augmentation (and the build server may have 2 cores)."""
+    return {**os.environ, "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"}
+
+
 def runStep(title, command, log, processEvents, timeout=1800):
     log(title)
-    runner = ProcessRunner(command).start()
+    runner = ProcessRunner(command, env=selfTestEnvironment()).start()
     deadline = time.monotonic() + timeout
     while True:
         for event in runner.poll():
@@ -79,11 +106,12 @@ def runStep(title, command, log, processEvents, timeout=1800):
         time.sleep(0.1)
 
 
-def trainTinyModel(workDir, pythonExecutable, log=print, processEvents=None, **trainingArgs):
-    for title, command in trainingCommands(workDir, pythonExecutable, **trainingArgs):
+def trainTinyModel(workDir, pythonExecutable, log=print, processEvents=None, configuration=CONFIGURATION,
+                   **trainingArgs):
+    for title, command in trainingCommands(workDir, pythonExecutable, configuration, **trainingArgs):
         runStep(title, command, log, processEvents)
     pattern = os.path.join(workDir, "workspace", "nnUNet_results", f"Dataset{DATASET_ID:03d}_{DATASET_NAME}",
-                           "*__*__3d_fullres")
+                           f"*__*__{configuration}")
     folders = sorted(glob.glob(pattern))
     if not folders:
         raise UserFacingError(f"Training finished but no model folder matches {pattern}.", None)
@@ -145,11 +173,37 @@ def segmentAndCheck(scene, modelFolder, log=print, processEvents=None, pythonExe
     ijkToRas = vtk.vtkMatrix4x4()
     volume.GetIJKToRASMatrix(ijkToRas)
     expectedGeometry = slicer.vtkSegmentationConverter.SerializeImageGeometry(ijkToRas, volume.GetImageData())
-    a, b = predicted > 0, expected > 0
-    dice = 2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())  # Dice = 2|A∩B| / (|A|+|B|)
+    dicePerLabel = {}
+    for value, name in model.labels:
+        a, b = predicted == value, expected == value
+        dicePerLabel[name] = float(2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))  # 2|A∩B|/(|A|+|B|)
     return SelfTestResult(names, [n for _v, n in model.labels],
                           segmentation.GetConversionParameter(geometry) == expectedGeometry
-                          and predicted.shape == expected.shape, float(dice), modelFolder)
+                          and predicted.shape == expected.shape, dicePerLabel, modelFolder)
+
+
+def cancelLeavesNothing(scene, modelFolder, processEvents=None, pythonExecutable=None, timeout=120):
+    """Start a segmentation and cancel it once its process runs: True when no node was added, the process has
+    ended and its temporary folder is gone."""
+    model = ModelInfo.fromFolder(modelFolder)
+    volume, _expected = knownObjectVolume(scene, name="SelfTest cancel")
+    before = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    job = SegmentationLogic(scene, pythonExecutable=pythonExecutable).start(
+        model, [volume], SegmentationOptions(device="cpu", disableTta=True))
+    deadline = time.monotonic() + timeout
+    while job.runner is None or not job.runner.isRunning():
+        if job.status != "running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    job.cancel()
+    while job.runner is not None and job.runner.isRunning() and time.monotonic() < deadline:
+        if processEvents:
+            processEvents()
+        time.sleep(0.05)
+    left = (job.runner is not None and job.runner.isRunning()) or (job.tempDir and os.path.exists(job.tempDir))
+    scene.RemoveNode(volume)
+    return job.status == "cancelled" and not left and \
+        scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == before
 
 
 def run(scene, workDir, log=print, processEvents=None, pythonExecutable=None, modelFolder=None, **trainingArgs):
@@ -158,4 +212,7 @@ def run(scene, workDir, log=print, processEvents=None, pythonExecutable=None, mo
         shutil.rmtree(workDir, ignore_errors=True)
         os.makedirs(workDir, exist_ok=True)
         modelFolder = trainTinyModel(workDir, pythonExecutable, log, processEvents, **trainingArgs)
-    return segmentAndCheck(scene, modelFolder, log, processEvents, pythonExecutable)
+    result = segmentAndCheck(scene, modelFolder, log, processEvents, pythonExecutable)
+    log("Cancelling a segmentation")
+    result.cancelLeftNothing = cancelLeavesNothing(scene, modelFolder, processEvents, pythonExecutable)
+    return result

@@ -169,8 +169,9 @@ class TrainingSection:
         self._appendLog()
         error = self.presenter.takeErrorForDialog()
         if error is not None:
-            slicer.util.errorDisplay(error.message + (f"\n\n{error.hint}" if error.hint else ""),
-                                     detailedText=error.details or None)
+            # PythonQt turns None into the text "None": pass detailedText only when there are details
+            details = {"detailedText": error.details} if error.details else {}
+            slicer.util.errorDisplay(error.message + (f"\n\n{error.hint}" if error.hint else ""), **details)
 
     def _appendLog(self):
         lines = self.presenter.logLines
