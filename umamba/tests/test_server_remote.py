@@ -84,6 +84,26 @@ def test_remote_predict_gives_the_local_labels(server, case, local_label, tmp_pa
     assert card["trainer"] == "nnUNetTrainerUMambaBot" and card["folds"] == ["all"]
 
 
+@pytest.mark.shared_data
+def test_remote_predict_of_a_spinal_cord_case_gives_the_local_labels(server, trained_tiny_model, shared_data,
+                                                                     tmp_path):
+    """A real MR case (a spinal-cord test case, oblique direction, 17 mm slices), cropped to 20 x 20 x 1 voxels
+    (slicing keeps its geometry) so that both predictions take seconds: the server's label file equals the local
+    one voxel for voxel, with the same geometry."""
+    full = sitk.ReadImage(str(shared_data / "Dataset503_SpinalCord" / "imagesTs" / "cord_005_0000.nii.gz"))
+    case = tmp_path / "cord_005_0000.nii.gz"
+    sitk.WriteImage(full[10:30, 10:30, 2:3], str(case))
+    local = tmp_path / "local.nii.gz"
+    proc = run_umamba(["predict", "-i", str(case), "-o", str(local), "-m", str(trained_tiny_model), "--device", "cpu",
+                       "--disable-tta"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    remote = tmp_path / "remote.nii.gz"
+    proc = remote_predict(server, case, remote)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert voxels(remote) == voxels(local)
+    assert voxels(remote)[2] == pytest.approx(full[10:30, 10:30, 2:3].GetOrigin(), abs=1e-5)  # NIfTI: float32
+
+
 def test_eight_clients_on_one_slot_with_a_queue_of_two(server, case, local_label, tmp_path):
     clients = [start_client("predict", "-i", str(case), "-o", str(tmp_path / f"out{i}.nii.gz"), "-m", "tiny",
                             "--device", "cpu", "--disable-tta", "--server", server.url, "--token", ALICE,
