@@ -12,6 +12,7 @@ import pytest
 from slicer_qt_layer import click
 from slicer_qt_layer.fixtures import *  # noqa: F401,F403  (slicer_app, dialogs, module_widget)
 from test_slicer_helpers import loadVolume, pythonForUmamba
+from UMambaSegmentationLib.RemoteCompute import ComputeTarget
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "umamba" / "tests"))
 from remote_server import Server  # noqa: E402  (the package tests' loopback server)
@@ -156,3 +157,31 @@ def test_segment_and_cancel_on_the_server_without_torch(module_widget, dialogs, 
     segmentation = nodes[0].GetSegmentation()
     assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == ["object"]
     assert "Finished." in ui.logTextEdit.toPlainText() and not dialogs.shown
+
+
+def test_train_from_folder_on_the_server(module_widget, dialogs, qtbot, monkeypatch, server, trained_tiny_model,
+                                         tmp_path):
+    import dataclasses
+    from UMambaSegmentationLib.ModelStore import ModelStore
+    ui, section = module_widget.ui, module_widget.training
+    useServer(qtbot, ui, server.url, server.token)
+    tui = section.ui
+    click(section.button)
+    source = trained_tiny_model.parents[2] / "nnUNet_raw" / "Dataset990_TinyPhantom"
+    typeInto(qtbot, tui.sourceLineEdit, str(source))
+    qtbot.waitUntil(lambda: tui.startButton.enabled, timeout=60_000)
+    typeInto(qtbot, tui.trainingFolderLineEdit, str(tmp_path / "training"))
+    tui.epochsSpinBox.value = 1
+    tui.deviceComboBox.setCurrentText("cpu")
+    settings = section.settings  # nnU-Net's 250 iterations per epoch are too many for a test: 2 batches
+    monkeypatch.setattr(section, "settings", lambda: dataclasses.replace(settings(), iterationsPerEpoch=2,
+                                                                        valIterations=1))
+    click(tui.startButton)
+    assert tui.cancelButton.enabled and section.logic.compute == ComputeTarget(server.url, server.token)
+    qtbot.waitUntil(lambda: not section.presenter.isBusy(), timeout=RUN_TIMEOUT_MS)
+    assert section.presenter.state == "done", tui.errorLabel.text + "\n" + tui.logTextEdit.toPlainText()[-2000:]
+    assert tui.progressBar.value == 100 and section.presenter.job.state.remoteJob
+    name = section.presenter.job.state.modelName
+    assert name in [m.name for m in ModelStore(module_widget.panel.store.folder).models()]  # in the local store
+    assert ui.modelSelector.currentText == name  # the server keeps it too: the panel selects it for Segment
+    assert not dialogs.shown
