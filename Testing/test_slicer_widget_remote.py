@@ -135,11 +135,12 @@ def test_segment_and_cancel_on_the_server_without_torch(module_widget, dialogs, 
     volume = loadVolume(slicer.mrmlScene, case, "phantom")
     ui.inputVolumeSelector.setCurrentNode(volume)
     ui.deviceComboBox.setCurrentText("cpu")
+    ui.fastCheckBox.checked = True  # `--fast` with `--server`: the server gets its step size and no mirroring
 
     # Cancel while the client runs: nothing added, no process left
     click(ui.segmentButton)
     job = panel.presenter.job
-    assert ui.segmentButton.text == "Cancel" and "--server" in job.runner.command
+    assert ui.segmentButton.text == "Cancel" and {"--server", "--fast"} <= set(job.runner.command)
     assert server.token not in " ".join(job.runner.command)  # the token is not in the process list
     qtbot.waitUntil(lambda: job.runner.isRunning())
     click(ui.segmentButton)

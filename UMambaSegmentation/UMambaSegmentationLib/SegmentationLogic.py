@@ -31,6 +31,7 @@ class SegmentationOptions:
     device: str = "auto"      # auto: umamba picks CUDA, then MPS, then CPU
     disableTta: bool = False  # mirroring off: about 4x (2D) to 8x (3D) faster, slightly less accurate
     stepSize: float = 0.5     # sliding-window step as a fraction of the patch; larger is faster
+    fast: bool = False        # `umamba predict --fast`: no mirroring and a larger step (unless stepSize is changed)
     folds: tuple = ()         # empty: every trained fold of the model
     compute: object = None    # RemoteCompute.ComputeTarget; None or local: this computer
 
@@ -122,7 +123,10 @@ class SegmentationJob:
         else:
             args = ["predict", "-i", *inputFiles, "-o", outputFile, "-m", self.model.folder,
                     "-f", *(self.options.folds or self.model.folds), "--checkpoint", self.model.checkpointName()]
-        args += ["--step-size", f"{self.options.stepSize:g}"]
+        if self.options.fast:
+            args.append("--fast")
+        if not (self.options.fast and self.options.stepSize == 0.5):   # --fast's own step unless one was chosen
+            args += ["--step-size", f"{self.options.stepSize:g}"]
         if self.options.device and self.options.device != "auto":
             args += ["--device", self.options.device]
         if self.options.disableTta:

@@ -12,6 +12,7 @@ from .Errors import UserFacingError
 from .ModelStore import ModelStore
 from .Presenter import SegmentationPresenter
 from .RemoteCompute import serverModels
+from .RunEstimate import estimateText
 from .SegmentationLogic import SegmentationLogic, SegmentationOptions
 
 STORE_SETTING = "UMambaSegmentation/ModelStoreFolder"
@@ -49,6 +50,7 @@ class SegmentationPanel:
         ui.deleteModelButton.connect("clicked(bool)", self.onDelete)
         ui.openModelFolderButton.connect("clicked(bool)", self.onOpenFolder)
         ui.storePathLineEdit.connect("currentPathChanged(QString)", self.onStoreChanged)
+        ui.fastCheckBox.connect("toggled(bool)", self.showEstimate)
 
     def cleanup(self):
         """Module closed or reloaded: stop polling and stop a running task with its processes."""
@@ -179,11 +181,21 @@ class SegmentationPanel:
         if any(node is None for node in nodes[1:]):
             nodes = nodes[:1 + next(i for i, n in enumerate(nodes[1:]) if n is None)]
         self.presenter.setVolumes(nodes)
+        self.showEstimate()
+
+    def showEstimate(self, _checked=None):
+        """The CPU time estimate (RunEstimate.py) for the first input volume, before the run starts."""
+        node, ui = self.ui.inputVolumeSelector.currentNode(), self.ui
+        image = node.GetImageData() if node is not None else None
+        ui.estimateLabel.text = "" if image is None or ui.deviceComboBox.currentText not in ("auto", "cpu") else \
+            estimateText(self.presenter.model, image.GetDimensions()[::-1], node.GetSpacing()[::-1],
+                         ui.stepSizeSpinBox.value, not ui.disableTtaCheckBox.checked, ui.fastCheckBox.checked)
 
     def options(self):
         return SegmentationOptions(device=self.ui.deviceComboBox.currentText,
                                    disableTta=self.ui.disableTtaCheckBox.checked,
-                                   stepSize=self.ui.stepSizeSpinBox.value, compute=self.compute.target())
+                                   stepSize=self.ui.stepSizeSpinBox.value, fast=self.ui.fastCheckBox.checked,
+                                   compute=self.compute.target())
 
     # -- the button and the view -----------------------------------------------------------------------------------
     def onButton(self):

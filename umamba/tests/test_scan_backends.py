@@ -230,3 +230,18 @@ def test_numba_that_fails_to_compile_falls_back_or_says_why(monkeypatch):
         assert torch.equal(y, selective_scan(**x, delta_softplus=True, backend="portable"))
         with pytest.raises(ValueError, match="'numba' selective-scan backend does not work here: LoweringError"):
             selective_scan(**x, delta_softplus=True, backend="numba")
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
+def test_numba_reads_the_two_halves_of_one_projection_where_they_lie():
+    # the Mamba block passes x and z as the halves of one (b, 2d, l) tensor, δ as a view: no copy is needed
+    x = inputs(2, 6, 4, 300, seed=3)
+    xz = torch.cat([x["u"], x["z"]], dim=1)
+    u, z = xz.chunk(2, dim=1)
+    delta = torch.cat([x["delta"], x["delta"]], dim=2)[..., ::2]     # stride 2 along l
+    assert not u.is_contiguous() and not delta.is_contiguous()
+    with torch.no_grad():
+        y_fast = selective_scan(**dict(x, u=u, z=z, delta=delta), delta_softplus=True, backend="numba")
+        y_ref = selective_scan_portable(**{k: v.double() for k, v in dict(x, delta=delta).items()},
+                                        delta_softplus=True)
+    assert (y_fast.double() - y_ref).norm() <= 2e-6 * y_ref.norm()

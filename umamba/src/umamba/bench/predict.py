@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=256, help="edge of the cubic volume")
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2, help="timed passes after one warm-up pass")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: plain nnU-Net / Bot / Enc arms per window and per volume (bench/predict_cpu.py)")
+    from umamba.bench import predict_cpu
+    predict_cpu.add_arguments(parser)
 
 
 def gaussian(patch, sigma_scale=1 / 8):
@@ -64,6 +68,9 @@ def bench_predict(variant, backend, size, patch, repeats):
 
 
 def run(args, reporter=None) -> int:
+    if args.device == "cpu":
+        from umamba.bench.predict_cpu import run_cpu
+        return run_cpu(args, reporter)
     harness.start_gpu("umamba bench predict")
     rows = harness.side_by_side(
         [v for v in args.variants.split(",") if v], arms.chosen(args.backends),

@@ -8,6 +8,15 @@ from umamba.paths import default_model_store
 from umamba.progress import Reporter
 from umamba.remote import add_remote_arguments
 
+FAST_STEP_SIZE = 0.75      # --fast: the sliding-window step (nnU-Net's default is 0.5)
+
+
+def sliding_window_settings(args: argparse.Namespace) -> tuple[float, bool]:
+    """(step size, mirroring) from --fast / --step-size / --disable-tta: --fast turns mirroring off and sets the
+    step to FAST_STEP_SIZE unless --step-size is given too."""
+    step = args.step_size if args.step_size is not None else (FAST_STEP_SIZE if args.fast else 0.5)
+    return step, not (args.disable_tta or args.fast)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", nargs="+", required=True, metavar="INPUT",
@@ -23,8 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disable-tta", "--disable_tta", action="store_true", dest="disable_tta",
                         help="no mirroring test-time augmentation (about 8x faster in 3D)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--step-size", type=float, default=0.5,
-                        help="sliding-window step as a fraction of the patch size (default 0.5)")
+    parser.add_argument("--step-size", type=float, default=None,
+                        help="sliding-window step as a fraction of the patch size (default 0.5; "
+                             f"{FAST_STEP_SIZE} with --fast)")
+    parser.add_argument("--fast", action="store_true",
+                        help=f"faster, slightly less accurate: no mirroring test-time augmentation and step size "
+                             f"{FAST_STEP_SIZE} instead of 0.5 (fewer, less overlapping windows); README.md gives "
+                             "its measured time and Dice change")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"],
+                        help="CPU only: auto = float32; bf16 = bfloat16 convolutions, about 2x faster, only on CPUs "
+                             "with native bf16 (AVX512-BF16/AMX); labels may differ slightly (the Mamba layers "
+                             "always run in float32)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: every core available; more than that is clamped)")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth",
                         help="checkpoint file name inside each fold folder")
     parser.add_argument("--trust-checkpoint", action="store_true",
@@ -49,8 +69,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from umamba.errors import UserError
 
     # Everything that can be checked without torch is checked first, so bad input fails in a second.
-    if not 0 < args.step_size <= 1:
-        raise UserError(f"--step-size must be in (0, 1], got {args.step_size}", "0.5 is nnU-Net's default")
+    step_size, use_mirroring = sliding_window_settings(args)
+    if not 0 < step_size <= 1:
+        raise UserError(f"--step-size must be in (0, 1], got {step_size}", "0.5 is nnU-Net's default")
     model_dir = resolve_model(args.model, args.store or default_model_store())
     folder = inspect_model_folder(model_dir, args.checkpoint)
     cases = resolve_cases(args.input, args.output, channel_names(folder.dataset_json))
@@ -67,8 +88,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from umamba.nnunet.predictor import load_predictor, predict_cases
 
     loaded = load_predictor(model_dir, folds=args.folds, checkpoint_name=args.checkpoint, device=args.device,
-                            step_size=args.step_size, use_mirroring=not args.disable_tta,
-                            trust_checkpoint=args.trust_checkpoint)
+                            step_size=step_size, use_mirroring=use_mirroring,
+                            trust_checkpoint=args.trust_checkpoint, precision=args.precision,
+                            threads=args.threads)
     check_endings(cases, loaded.supported_endings)
     reporter.stage("predict", f"predicting {len(cases)} case(s) with {loaded.trainer} {loaded.configuration}, "
                               f"fold(s) {', '.join(loaded.folds)} on {loaded.predictor.device}")

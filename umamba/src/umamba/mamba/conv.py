@@ -7,7 +7,8 @@ On CUDA tensors (UMAMBA_CONV_BACKEND overrides `auto`), auto takes the first tha
     causal-conv1d  the compiled kernel of the `causal_conv1d` package, as the original U-Mamba uses (probed with
                    importlib, imported on first use, never needed)
     torch          depthwise `F.conv1d`
-On the CPU: W shifted multiply-adds (faster than oneDNN's depthwise conv on long sequences); elsewhere F.conv1d.
+On the CPU: for float32 inference a compiled one-pass loop (numba, like the scan's fast path), else W shifted
+multiply-adds (faster than oneDNN's depthwise conv on long sequences); elsewhere F.conv1d.
 """
 
 from __future__ import annotations
@@ -59,6 +60,24 @@ def resolve_conv_backend(x: torch.Tensor) -> str:
     return choice
 
 
+def _numba_conv_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The compiled one-pass loop (scan_numba_kernel.conv1d_silu) runs float32 CPU inference when the numba scan
+    path works here (same module, same JIT cache); training keeps the torch ops, which autograd differentiates."""
+    if x.dtype != torch.float32 or torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    if any(s < 0 for s in x.stride()):
+        return False
+    from umamba.mamba import scan_numba
+
+    if not scan_numba.is_available():
+        return False
+    try:
+        scan_numba._kernel()
+    except scan_numba.NumbaUnavailable:
+        return False
+    return True
+
+
 def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """SiLU(causal depthwise conv1d(x)): x (B, E, L), weight (E, 1, W), bias (E,) -> (B, E, L).
 
@@ -71,6 +90,14 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         return causal_conv1d_kernel()(x, weight.squeeze(1), bias, activation="silu")
     if backend == "triton":
         return triton_conv()(x, weight, bias)
+    if backend == "cpu" and _numba_conv_applies(x, weight):
+        from umamba.mamba.scan_numba_kernel import conv1d_silu
+
+        out = torch.empty(x.shape, dtype=torch.float32)
+        w = weight.detach()[:, 0].to(torch.float32).contiguous()
+        b = bias.detach().to(torch.float32) if bias is not None else torch.zeros(w.shape[0])
+        conv1d_silu(x.numpy(), w.numpy(), b.contiguous().numpy(), out.numpy())
+        return out
     if backend == "cpu":
         # W shifted multiply-adds: about twice as fast as oneDNN's depthwise conv on long sequences
         out = torch.empty_like(x, memory_format=torch.contiguous_format)

@@ -24,12 +24,12 @@ from umamba.checkpoint import load_checkpoint
 from umamba.devices import pick_device
 from umamba.errors import UserError
 from umamba.model_store import ModelFolder, channel_names, inspect_model_folder, trainer_variant
+from umamba.nnunet.lean_export import segmentation_from_logits
 from umamba.nnunet.plans_check import check_plan_names
 from umamba.nnunet.predict_inputs import Case, check_case_images
 from umamba.progress import Reporter
 
 with contextlib.redirect_stdout(sys.stderr):  # nnunetv2.paths prints warnings about unset variables on import
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -38,9 +38,10 @@ with contextlib.redirect_stdout(sys.stderr):  # nnunetv2.paths prints warnings a
 class UMambaPredictor(nnUNetPredictor):
     """nnU-Net's predictor plus a callback after every sliding-window tile (all folds, mirrors included)."""
 
-    def __init__(self, *args, on_tile: Callable[[int, int], None] | None = None, **kwargs):
+    def __init__(self, *args, on_tile: Callable[[int, int], None] | None = None, cpu_bf16: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.on_tile = on_tile
+        self.cpu_bf16 = cpu_bf16    # bf16 autocast around the network on the CPU (nnU-Net autocasts only on CUDA)
         self.tiles_done = 0
         self.tiles_total = 0
 
@@ -54,7 +55,11 @@ class UMambaPredictor(nnUNetPredictor):
         return slicers
 
     def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
-        prediction = super()._internal_maybe_mirror_and_predict(x)
+        if self.cpu_bf16 and x.device.type == "cpu":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                prediction = super()._internal_maybe_mirror_and_predict(x).float()
+        else:
+            prediction = super()._internal_maybe_mirror_and_predict(x)
         self.tiles_done += 1
         if self.on_tile is not None:
             # a retry on CPU after running out of device memory walks the tiles again: keep current <= total
@@ -100,7 +105,10 @@ def load_weights_into(network: torch.nn.Module, weights: dict, source: Path) -> 
 def load_predictor(model_dir: str | os.PathLike, folds: list[str] | None = None,
                    checkpoint_name: str = "checkpoint_final.pth", device: str = "auto", step_size: float = 0.5,
                    use_mirroring: bool = True, trust_checkpoint: bool = False,
-                   on_tile: Callable[[int, int], None] | None = None) -> LoadedModel:
+                   on_tile: Callable[[int, int], None] | None = None, precision: str = "auto",
+                   threads: int | None = None) -> LoadedModel:
+    """precision and threads apply to CPU inference (umamba.nnunet.cpu_speed): auto = float32, bf16 = bf16
+    convolutions (native-bf16 CPUs only); threads default to every core available."""
     if not 0 < step_size <= 1:
         raise UserError(f"--step-size must be in (0, 1], got {step_size}", "0.5 is nnU-Net's default")
     model = inspect_model_folder(model_dir, checkpoint_name)
@@ -141,10 +149,17 @@ def load_predictor(model_dir: str | os.PathLike, folds: list[str] | None = None,
     mirror_axes = checkpoints[0].get("inference_allowed_mirroring_axes")
 
     dev = torch.device(pick_device(device))
+    cpu_bf16 = False
+    if dev.type == "cpu":
+        from umamba.nnunet.cpu_speed import resolve_precision, set_threads
+
+        cpu_bf16 = resolve_precision(precision) == "bf16"
+        set_threads(threads)
     with contextlib.redirect_stdout(sys.stderr):  # "perform_everything_on_device ... only for cuda" on CPU
         predictor = UMambaPredictor(tile_step_size=step_size, use_gaussian=True, use_mirroring=use_mirroring,
                                     perform_everything_on_device=dev.type == "cuda", device=dev, verbose=False,
-                                    verbose_preprocessing=False, allow_tqdm=False, on_tile=on_tile)
+                                    verbose_preprocessing=False, allow_tqdm=False, on_tile=on_tile,
+                                    cpu_bf16=cpu_bf16)
         predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
                                         trainer, tuple(mirror_axes) if mirror_axes is not None else None)
     endings = list(plans_manager.image_reader_writer_class.supported_file_endings)
@@ -168,8 +183,9 @@ def predict_cases(loaded: LoadedModel, cases: list[Case], reporter: Reporter) ->
         p.on_tile = lambda cur, tot, cid=case.case_id: reporter.progress("tile", cur, tot, case=cid)
         with contextlib.redirect_stdout(sys.stderr):
             logits = p.predict_logits_from_preprocessed_data(torch.from_numpy(np.ascontiguousarray(data))).cpu()
-            segmentation = convert_predicted_logits_to_segmentation_with_correct_shape(
-                logits, p.plans_manager, p.configuration_manager, p.label_manager, properties)
+            del data
+            segmentation = segmentation_from_logits(logits, p.plans_manager, p.configuration_manager,
+                                                    p.label_manager, properties)
         del logits
         write_label_atomically(writer, segmentation, properties, case.output)
         written.append(case.output)
