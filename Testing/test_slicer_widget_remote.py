@@ -3,19 +3,14 @@ scene) against a real `umamba serve` on 127.0.0.1 holding the session's tiny tra
 typing. Segment runs `umamba predict --server` in a Python without site-packages: no torch, numpy or nnU-Net."""
 
 import http.server
-import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 from slicer_qt_layer import click
 from slicer_qt_layer.fixtures import *  # noqa: F401,F403  (slicer_app, dialogs, module_widget)
-from test_slicer_helpers import loadVolume, pythonForUmamba
+from test_slicer_helpers import loadVolume, serveModel
 from UMambaSegmentationLib.RemoteCompute import ComputeTarget
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "umamba" / "tests"))
-from remote_server import Server  # noqa: E402  (the package tests' loopback server)
 
 pytestmark = pytest.mark.slow
 RUN_TIMEOUT_MS = 300_000
@@ -23,10 +18,7 @@ RUN_TIMEOUT_MS = 300_000
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, trained_tiny_model):
-    data = tmp_path_factory.mktemp("slicer_widget_serve") / "data"
-    subprocess.run([pythonForUmamba(), "-m", "umamba", "import-model", str(trained_tiny_model), "--store",
-                    str(data / "models"), "--name", "tiny"], check=True, capture_output=True)
-    srv = Server(data, "--gpus", "none").start()
+    srv = serveModel(tmp_path_factory.mktemp("slicer_widget_serve") / "data", trained_tiny_model)
     yield srv
     srv.stop()
 
