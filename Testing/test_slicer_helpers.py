@@ -24,6 +24,17 @@ def pythonForUmamba():
     return str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
 
 
+def serveModel(dataDir, modelFolder, name="tiny"):
+    """A real `umamba serve` on a free 127.0.0.1 port (no GPU) offering `modelFolder` as `name`; call .stop()."""
+    import subprocess
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "umamba" / "tests"))
+    from remote_server import Server  # the package tests' loopback server
+
+    subprocess.run([pythonForUmamba(), "-m", "umamba", "import-model", str(modelFolder), "--store",
+                    str(Path(dataDir) / "models"), "--name", name], check=True, capture_output=True)
+    return Server(dataDir, "--gpus", "none").start()
+
+
 _moduleLogics = []  # kept alive for the whole test session, as Slicer keeps its module logics
 
 

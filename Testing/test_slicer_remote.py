@@ -1,7 +1,6 @@
 """'Compute on' a server: the module's logic against a real `umamba serve` on 127.0.0.1 (slicer-core scene, the
 real `umamba predict --server` in a background process, the session's tiny trained model on the server)."""
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,23 +9,20 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from test_slicer_helpers import loadVolume, newScene, pythonForUmamba, segmentLabelArray
+from test_slicer_helpers import loadVolume, newScene, pythonForUmamba, segmentLabelArray, serveModel
 
 from UMambaSegmentationLib.RemoteCompute import ComputeTarget, serverModels, checkConnection
 from UMambaSegmentationLib.SegmentationLogic import SegmentationLogic, SegmentationOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "umamba" / "tests"))
-from remote_server import Server, free_port  # noqa: E402  (the package tests' loopback server)
+from remote_server import free_port  # noqa: E402  (the package tests' loopback server)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, trained_tiny_model):
-    data = tmp_path_factory.mktemp("slicer_serve") / "data"
-    subprocess.run([pythonForUmamba(), "-m", "umamba", "import-model", str(trained_tiny_model), "--store",
-                    str(data / "models"), "--name", "tiny"], check=True, capture_output=True)
-    srv = Server(data, "--gpus", "none").start()
+    srv = serveModel(tmp_path_factory.mktemp("slicer_serve") / "data", trained_tiny_model)
     yield srv
     srv.stop()
 

@@ -18,7 +18,8 @@ QtWidgets = pytest.importorskip("PyQt5.QtWidgets")
 from PyQt5 import QtCore, uic  # noqa: E402
 
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "UMambaSegmentation.ui"
-CODE_FILES = [MODULE_DIR / "UMambaSegmentation.py", MODULE_DIR / "UMambaSegmentationLib" / "SegmentationPanel.py"]
+CODE_FILES = [MODULE_DIR / "UMambaSegmentation.py", MODULE_DIR / "UMambaSegmentationLib" / "SegmentationPanel.py",
+              MODULE_DIR / "UMambaSegmentationLib" / "ComputePanel.py"]
 # What the binding code expects of the widgets it touches (Qt class, or the base the Slicer class extends).
 EXPECTED_TYPES = {
     "segmentButton": "QPushButton", "progressBar": "QProgressBar", "modelSelector": "QComboBox",

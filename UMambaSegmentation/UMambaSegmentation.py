@@ -44,7 +44,7 @@ class UMambaSegmentationWidget(ScriptedLoadableModuleWidget):
         from UMambaSegmentationLib.TrainingWidget import TrainingSection
         self.training = TrainingSection(self.layout, self.resourcePath("UI/UMambaTraining.ui"), slicer.mrmlScene,
                                         storeFolder=lambda: self.panel.store.folder,
-                                        onModelReady=self.panel.selectModel)
+                                        onModelReady=self.panel.selectModel, compute=self.panel.compute.target)
         self.layout.addStretch(1)
 
     def cleanup(self):

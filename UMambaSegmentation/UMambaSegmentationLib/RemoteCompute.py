@@ -41,11 +41,18 @@ class ComputeTarget:
         return ["--server", self.serverUrl.strip()] if self.isRemote else []
 
     def environment(self, base=None):
-        """The environment of the `umamba` process (None: inherit this process's, unchanged)."""
+        """The environment of the `umamba` process (None: inherit this process's, unchanged).
+
+        The client needs only Python's standard library, so the umamba source the extension carries goes on
+        PYTHONPATH: a Slicer where the dependencies were never installed still segments and trains on a server."""
         if not self.isRemote:
             return None
         env = dict(os.environ if base is None else base)
         env[TOKEN_ENVIRONMENT_VARIABLE] = self.token.strip()
+        client = carriedClientPath()
+        if client:
+            paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+            env["PYTHONPATH"] = os.pathsep.join([client] + [p for p in paths if p != client])
         return env
 
     @classmethod
@@ -56,6 +63,14 @@ class ComputeTarget:
     def save(self, settings):
         for field, key in SETTINGS_KEYS.items():
             settings.setValue(key, getattr(self, field))
+
+
+def carriedClientPath():
+    """The `src` folder of the umamba package the extension carries (None when it carries none)."""
+    from .DependencyInstaller import findBundledPackage
+
+    bundle = findBundledPackage(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.join(bundle, "src") if bundle else None
 
 
 @dataclass

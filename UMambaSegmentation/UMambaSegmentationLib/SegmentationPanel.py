@@ -7,8 +7,11 @@ Presenter.SegmentationPresenter.view(). This file runs only inside Slicer (it im
 import qt
 import slicer
 
+from .ComputePanel import ComputePanel
+from .Errors import UserFacingError
 from .ModelStore import ModelStore
 from .Presenter import SegmentationPresenter
+from .RemoteCompute import serverModels
 from .RunEstimate import estimateText
 from .SegmentationLogic import SegmentationLogic, SegmentationOptions
 
@@ -25,13 +28,16 @@ class SegmentationPanel:
         self.logic = SegmentationLogic(scene, pythonExecutable=pythonExecutable)
         self.presenter = SegmentationPresenter(self.logic, onChange=self.render)
         self.extraChannelSelectors = []
+        self.remoteModels = {}  # name -> ModelInfo of the server's models, when computing on a server
+        self.remoteError = ""
         self.shownLogLines = 0
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.connect("timeout()", self.presenter.poll)
         self._connect()
+        self.compute = ComputePanel(ui, onChange=self.onComputeChanged)
         self.ui.storePathLineEdit.currentPath = self.store.folder
-        self.refreshModels()
+        self.onComputeChanged()
         self.render()
 
     def _connect(self):
@@ -52,8 +58,30 @@ class SegmentationPanel:
         self.presenter.cancel()
 
     # -- model store -----------------------------------------------------------------------------------------------
+    def onComputeChanged(self):
+        """This computer lists the local store; a server lists its own models (the store buttons are for local)."""
+        remote = self.compute.isRemote()
+        for widget in (self.ui.importFolderButton, self.ui.importZipButton, self.ui.deleteModelButton,
+                       self.ui.openModelFolderButton, self.ui.storePathLineEdit):
+            widget.enabled = not remote
+        self.refreshModels()
+
+    def _listModels(self):
+        self.remoteModels, self.remoteError = {}, ""
+        if not self.compute.isRemote():
+            return self.store.models()
+        target = self.compute.target()
+        if not target.isRemote:
+            self.remoteError = "Enter the server's URL in 'Compute on'."
+            return []
+        try:
+            self.remoteModels = {m.name: m for m in serverModels(target, timeout=10)}
+        except UserFacingError as exc:
+            self.remoteError = f"{exc.message} {exc.hint}"
+        return list(self.remoteModels.values())
+
     def refreshModels(self, select=None):
-        models = self.store.models()
+        models = self._listModels()
         current = select or self.ui.modelSelector.currentText
         self.ui.modelSelector.blockSignals(True)
         self.ui.modelSelector.clear()
@@ -72,7 +100,15 @@ class SegmentationPanel:
         name = self.ui.modelSelector.currentText
         if not name:
             self.presenter.setModel(None)
-            self.ui.modelCardLabel.text = f"No model in {self.store.folder} yet: import one."
+            self.ui.modelCardLabel.text = self.remoteError or (
+                "No model on the server yet." if self.compute.isRemote()
+                else f"No model in {self.store.folder} yet: import one.")
+            self._updateChannelSelectors()
+            return
+        if self.compute.isRemote():
+            model = self.remoteModels[name]
+            self.ui.modelCardLabel.text = "On the server: " + model.summary()
+            self.presenter.setModel(model)
             self._updateChannelSelectors()
             return
         stored = next((m for m in self.store.models() if m.name == name), None)
@@ -158,7 +194,8 @@ class SegmentationPanel:
     def options(self):
         return SegmentationOptions(device=self.ui.deviceComboBox.currentText,
                                    disableTta=self.ui.disableTtaCheckBox.checked,
-                                   stepSize=self.ui.stepSizeSpinBox.value, fast=self.ui.fastCheckBox.checked)
+                                   stepSize=self.ui.stepSizeSpinBox.value, fast=self.ui.fastCheckBox.checked,
+                                   compute=self.compute.target())
 
     # -- the button and the view -----------------------------------------------------------------------------------
     def onButton(self):

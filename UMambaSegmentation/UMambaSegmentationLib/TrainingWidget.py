@@ -22,13 +22,15 @@ class TrainingSection:
     """A collapsible "Train from folder" section added to the module panel's layout.
 
     `storeFolder()` returns the model store the panel uses (the finished model goes there); `onModelReady(name)`
-    selects it in the panel.
+    selects it in the panel; `compute()` says where to train (RemoteCompute.ComputeTarget, None: this computer).
     """
 
-    def __init__(self, parentLayout, uiPath, scene, storeFolder, onModelReady=None, pythonExecutable=None):
+    def __init__(self, parentLayout, uiPath, scene, storeFolder, onModelReady=None, pythonExecutable=None,
+                 compute=None):
         self.scene = scene
         self.storeFolder = storeFolder
         self.onModelReady = onModelReady
+        self.compute = compute or (lambda: None)
         self.button = ctk.ctkCollapsibleButton()
         self.button.text = "Train from folder"
         self.button.collapsed = True
@@ -113,11 +115,13 @@ class TrainingSection:
     # -- actions ---------------------------------------------------------------------------------------------------
     def onStart(self):
         self.presenter.setSettings(self.settings())
+        self.logic.compute = self.compute()
         self.chartShown = False
         self.presenter.start()
         self.timer.start()
 
     def onResume(self):
+        self.logic.compute = self.compute()
         self.chartShown = False
         self.presenter.resume()
         self.timer.start()

@@ -133,10 +133,10 @@ def predict(args: argparse.Namespace, reporter: Reporter) -> int:
     ending = image_ending(output)
     if ending not in UPLOAD_ENDINGS:
         raise UserError(f"the output {output} must be a label file ending in {', '.join(UPLOAD_ENDINGS)}")
-    from umamba.cli.predict import sliding_window_settings   # --fast / --step-size / --disable-tta, as locally
+    from umamba.cli.predict import sliding_window_settings  # torch-free; here to keep the import graph acyclic
 
-    step_size, use_mirroring = sliding_window_settings(args)
-    options = {"model": str(args.model), "folds": args.folds, "disable_tta": not use_mirroring,
+    step_size, mirroring = sliding_window_settings(args)  # --fast reaches the server as its step and mirroring
+    options = {"model": str(args.model), "folds": args.folds, "disable_tta": not mirroring,
                "step_size": step_size, "device": args.device, "checkpoint": args.checkpoint,
                "output_ending": ending}
     client = _client(args, reporter)
