@@ -40,9 +40,14 @@ def measure(variant: str, patch: list[int]) -> dict:
     net = build_network(variant, plans, "3d_fullres", 1, CLASSES, deep_supervision=True)
     x = torch.randn(batch, 1, *patch)
     target = torch.randint(0, CLASSES, (batch, *patch))
-    with torch.no_grad():  # warm-up at a tiny size: lazy initialisations (kernels, caches) are not the step's
-        net.eval()
     net.train()
+    # Warm-up step at a small patch: lazy initialisations (compiled CPU kernels, allocator
+    # and thread-pool caches) happen once per process and are not the step's memory.
+    small = [2 ** len(PLAN["configurations"]["3d_fullres"]["pool_op_kernel_sizes"])] * 3  # 2 voxels at the bottom
+    warm = net(torch.randn(batch, 1, *small))
+    sum(o.float().mean() for o in warm).backward()
+    net.zero_grad(set_to_none=True)
+    del warm
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")

@@ -14,7 +14,7 @@ def bare_trainer(init_scale: float) -> nnUNetTrainerUMambaBot:
     """A trainer object with only what train_step uses (nnU-Net's initialisation would plan a whole dataset)."""
     torch.manual_seed(0)
     t = object.__new__(nnUNetTrainerUMambaBot)
-    t.device = torch.device("cpu")
+    t.device, t.is_ddp = torch.device("cpu"), False
     t.network = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.Conv3d(4, 2, 1))
     t.loss = lambda out, target: torch.nn.functional.cross_entropy(out.float(), target[:, 0].long())
     t.optimizer = torch.optim.SGD(t.network.parameters(), lr=0.1)
