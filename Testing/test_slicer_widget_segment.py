@@ -78,6 +78,11 @@ def test_segment_cancel_and_retry_after_an_error(module_widget, dialogs, qtbot, 
     ui.inputVolumeSelector.setCurrentNode(volume)  # the user picks the volume
     assert ui.segmentButton.toolTip.startswith("Segment 'phantom'")
 
+    # before a CPU run the panel says how long it will take; the estimate follows the settings
+    assert ui.estimateLabel.text.startswith("On this CPU: about"), ui.estimateLabel.text
+    ui.deviceComboBox.setCurrentText("cuda")
+    assert ui.estimateLabel.text == ""          # no CPU estimate for a GPU run
+
     # start, then cancel while it runs: nothing added, no process, no temporary folder
     ui.deviceComboBox.setCurrentText("cpu")
     click(ui.segmentButton)

@@ -50,7 +50,11 @@ class SegmentationPanel:
         ui.deleteModelButton.connect("clicked(bool)", self.onDelete)
         ui.openModelFolderButton.connect("clicked(bool)", self.onOpenFolder)
         ui.storePathLineEdit.connect("currentPathChanged(QString)", self.onStoreChanged)
+        # the estimate follows every setting it depends on (and disappears for a GPU device)
         ui.fastCheckBox.connect("toggled(bool)", self.showEstimate)
+        ui.disableTtaCheckBox.connect("toggled(bool)", self.showEstimate)
+        ui.stepSizeSpinBox.connect("valueChanged(double)", self.showEstimate)
+        ui.deviceComboBox.connect("currentIndexChanged(int)", self.showEstimate)
 
     def cleanup(self):
         """Module closed or reloaded: stop polling and stop a running task with its processes."""
