@@ -96,11 +96,20 @@ def test_idle_then_a_missing_folder_then_a_folder_with_problems(env, tmp_path):
 def test_bad_settings_fail_before_anything_starts(env, tmp_path):
     presenter, _ = env
     shown = []
-    presenter.onChange = lambda: shown.append(presenter.statusText)
+
+    class Recording(type(presenter)):
+        """Records every status the presenter sets (one poll may handle several events: onChange fires once)."""
+        def __setattr__(self, name, value):
+            if name == "statusText":
+                shown.append(value)
+            super().__setattr__(name, value)
+
+    presenter.__class__ = Recording
     presenter.setSource(str(goodFolder(tmp_path / "src")))
     waitWhile(presenter, lambda: presenter.state == "inspecting")
     assert presenter.state == READY and presenter.view().sourceText == "side-by-side layout, 3 cases"
-    assert any(text.startswith("Checking case ") and text.endswith("/3: case2") for text in shown), shown
+    assert [t for t in shown if t.startswith("Checking case ")] == [f"Checking case {i}/3: case{i - 1}"
+                                                                     for i in (1, 2, 3)], shown
     assert presenter.view().labelsText == "label_1, label_2"
     presenter.setSettings(TrainingSettings(source="", trainingFolder=str(tmp_path / "ws"), epochs=0))
     presenter.start()
